@@ -1,0 +1,63 @@
+"""Backbones with orientation-grouped channels, the IEN loss, and equivariance diagnostics."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cnn import VGG, Backbone, BackboneOutput, CNNBasic, ResNet18, ResNet22, layer_channels
+from .config import ConfigError, from_dict, to_dict
+from .groups import GroupSpec, GroupSpecError, group_max_pool, parse_group
+from .ien import IENLoss, IENLossOutput, double_batch
+from .transforms import BatchTransform, GroupElement, group_elements, sample_transform
+
+BACKBONES = {
+    "cnnbasic": CNNBasic,
+    "vgg": VGG,
+    "resnet18": ResNet18,
+    "resnet22": ResNet22,
+}
+STEERABLE_BACKBONES = ("e2-cnnbasic", "e2-resnet22")
+
+
+@dataclass
+class BackboneConfig:
+    """The one config object of a backbone: which network, which orientation groups, how wide."""
+
+    name: str = "resnet22"
+    group: str = "R8"
+    width_mult: float = 1.0
+    in_channels: int = 3
+
+    def __post_init__(self):
+        if self.name not in BACKBONES and self.name not in STEERABLE_BACKBONES:
+            raise ConfigError(
+                f"unknown backbone {self.name!r}; choose from "
+                f"{', '.join(list(BACKBONES) + list(STEERABLE_BACKBONES))}"
+            )
+        parse_group(self.group)
+        if not self.width_mult > 0:
+            raise ConfigError(f"width_mult must be positive, got {self.width_mult}")
+
+
+def build_backbone(config: BackboneConfig | dict | str, **overrides) -> Backbone:
+    """Build a backbone from a :class:`BackboneConfig`, a dict, or a name plus keyword overrides."""
+    if isinstance(config, str):
+        config = BackboneConfig(name=config, **overrides)
+    elif isinstance(config, dict):
+        config = from_dict(BackboneConfig, {**config, **overrides}, "backbone")
+    elif overrides:
+        config = from_dict(BackboneConfig, {**to_dict(config), **overrides}, "backbone")
+    kwargs = dict(group=config.group, width_mult=config.width_mult, in_channels=config.in_channels)
+    if config.name in STEERABLE_BACKBONES:
+        from .steerable import E2CNNBasic, E2ResNet22
+
+        cls = {"e2-cnnbasic": E2CNNBasic, "e2-resnet22": E2ResNet22}[config.name]
+        return cls(**kwargs)
+    return BACKBONES[config.name](**kwargs)
+
+
+__all__ = [
+    "Backbone", "BackboneConfig", "BackboneOutput", "BatchTransform", "CNNBasic", "ConfigError",
+    "GroupElement", "GroupSpec", "GroupSpecError", "IENLoss", "IENLossOutput", "ResNet18",
+    "ResNet22", "VGG", "build_backbone", "double_batch", "from_dict", "group_elements",
+    "group_max_pool", "layer_channels", "parse_group", "sample_transform", "to_dict",
+]

@@ -1,0 +1,68 @@
+"""The checkpoint convention shared by every training loop of the toolkit.
+
+A checkpoint is a dict saved with torch.save: {"config": {..., "backbone": BackboneConfig dict},
+"model": state_dict, ...} (tracker checkpoints nest it: config["model"]["backbone"]); the
+backbone's parameters are the "backbone."-prefixed keys of "model".
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable or not one of this toolkit's."""
+
+
+def save_atomic(obj, path: str | Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # corrupt, truncated or not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of this toolkit (needs 'config' and 'model')")
+    return ckpt
+
+
+def backbone_from_checkpoint(path: str | Path, map_location="cpu"):
+    """Rebuild the backbone stored in a checkpoint and load its weights."""
+    from . import build_backbone
+
+    ckpt = load_checkpoint(path, map_location)
+    config = ckpt["config"] if isinstance(ckpt["config"], dict) else {}
+    cfg = config.get("backbone")
+    if cfg is None and isinstance(config.get("model"), dict):
+        cfg = config["model"].get("backbone")  # tracker checkpoints: config["model"]["backbone"]
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: its config has no 'backbone' section")
+    backbone = build_backbone(cfg)
+    state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+    if not state:
+        raise CheckpointError(f"{path}: no 'backbone.' weights in its model state")
+    missing, unexpected = backbone.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: backbone weights do not match its config "
+            f"(missing {len(missing)}, unexpected {len(unexpected)}: e.g. {(missing or unexpected)[0]})"
+        )
+    return backbone, ckpt

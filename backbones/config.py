@@ -1,0 +1,58 @@
+"""Strict dataclass configs: unknown keys are an error, not a silent no-op."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration with unknown keys or values of the wrong kind."""
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str | None = None) -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys with a helpful message.
+
+    Nested dataclass fields are built recursively from nested dicts.
+    """
+    where = where or cls.__name__
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(hints)}; allowed: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    hints_by_name = _resolved_types(cls)
+    for key, value in data.items():
+        ftype = hints_by_name.get(key)
+        if dataclasses.is_dataclass(ftype) and isinstance(value, dict):
+            value = from_dict(ftype, value, f"{where}.{key}")
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _resolved_types(cls) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:
+        return {f.name: f.type for f in dataclasses.fields(cls)}
+
+
+def to_dict(obj) -> dict[str, Any]:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,35 @@
+from setuptools import setup
+
+setup(
+    name="ien-tracking",
+    version="0.1.0",
+    description="Rotation-equivariant visual object tracking with implicitly equivariant CNNs (IEN)",
+    packages=[
+        "backbones",
+        "tracker",
+        "training",
+        "training.classification",
+        "evaluation",
+    ],
+    python_requires=">=3.9",
+    # Loose bounds here so a GPU user keeps the CUDA torch they already have; the exact CPU pins
+    # live in constraints-cpu.txt and the known-good set in requirements.txt.
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy>=1.24,<2.3",
+        "e2cnn==0.2.3",
+        "got10k==0.1.3",
+        "six",
+        "opencv-python>=4.8",
+        "shapely>=2.0",
+        "scipy",
+        "matplotlib",
+        "pillow",
+        "tqdm",
+        "scikit-learn",
+        "scikit-image",
+    ],
+    extras_require={"test": ["pytest"]},
+    package_data={"tracker": ["weights/*.pth"]},
+)

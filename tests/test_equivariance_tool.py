@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tools import equivariance as tool
+
+
+def _run(capsys, *args):
+    rc = tool.main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_e2cnn_is_exact_for_90_degrees_and_plain_cnn_is_not(capsys):
+    rc, out, _ = _run(capsys, "--backbone", "e2-cnnbasic", "--group", "R4", "--width-mult", "0.125", "--json")
+    assert rc == 0
+    e2 = json.loads(out)
+    assert e2["elements"] == ["rot90", "rot180", "rot270"]
+    assert max(e2["errors"][ly][el] for ly in e2["layers"] for el in e2["elements"]) < 1e-4
+    rc, out, _ = _run(capsys, "--backbone", "cnnbasic", "--group", "R4", "--width-mult", "0.125", "--json")
+    plain = json.loads(out)
+    assert min(plain["errors"][ly]["rot90"] for ly in plain["layers"]) > 1e-2
+
+
+def test_plot_and_custom_angles(capsys, tmp_path):
+    png = tmp_path / "eq.png"
+    rc, out, _ = _run(capsys, "--backbone", "e2-resnet22", "--group", "R8", "--width-mult", "0.0625",
+                      "--angles", "45,90", "--plot", str(png))
+    assert rc == 0 and png.stat().st_size > 1000
+    assert "rot45" in out and "rot90" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--group", "R5"], "malformed group spec"),
+        (["--backbone", "alexnet"], "unknown backbone"),
+        (["--checkpoint", "missing.pth"], "checkpoint not found"),
+        (["--image", "missing.png"], "cannot read image"),
+        (["--angles", "a,b"], "--angles"),
+    ],
+)
+def test_bad_input_gives_one_clear_error(capsys, args, message):
+    rc, out, err = _run(capsys, *args)
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_exit_code_without_traceback():
+    proc = subprocess.run(
+        [sys.executable, "tools/equivariance.py", "--group", "R8-4-2-1:1"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_torchvision_imports():
+    proc = subprocess.run([sys.executable, "-c", "import torchvision, torchvision.models"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-500:]

@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""Evaluate trackers offline on a local GOT-10k-, OTB- or generated-layout dataset.
+
+    python tools/evaluate.py --trackers identity siamfc re-siamfc=runs/re_siamfc.pth
+    python tools/evaluate.py --dataset otb --root /data/OTB100 --trackers siamfc siamfc-plain
+    python tools/evaluate.py --dataset got10k --root /data/GOT-10k --subset val \\
+        --trackers siamfc --rotating 1.0
+
+Results go to <out>/results/<tracker>/... in the got10k toolkit's layout (finished sequences
+are reused on a re-run unless --overwrite); report.json, report.md and the success /
+precision plots go to <out> (default runs/eval/<dataset>). The summary table is printed.
+Without --root, the generated rotating test sequences (evaluation.synthetic) are used.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.datasets import DatasetError, DatasetWarning, detect_layout, load_sequences  # noqa: E402
+from evaluation.experiment import ResultStore, run_trackers  # noqa: E402
+from evaluation.identity import IdentityTracker  # noqa: E402
+from evaluation.report import build_report, markdown_summary, write_report  # noqa: E402
+
+
+class EvaluationError(ValueError):
+    """Bad command-line input (tracker names, checkpoints, options)."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Run trackers over a local dataset and report GOT-10k / OTB metrics.")
+    p.add_argument("--dataset", choices=["got10k", "otb", "generated"], default=None,
+                   help="evaluation protocol (default: generated without --root, else the "
+                        "layout of --root)")
+    p.add_argument("--root", type=Path, default=None,
+                   help="dataset folder (default: the generated rotating test sequences)")
+    p.add_argument("--subset", default=None,
+                   help="GOT-10k subset (val/test/train); for generated data the split "
+                        "(default test)")
+    p.add_argument("--layout", choices=["auto", "got10k", "otb"], default="auto",
+                   help="folder layout of --root (default: detected)")
+    p.add_argument("--trackers", nargs="+", required=True, metavar="NAME[=CKPT]",
+                   help="'identity', or a tracker.build_tracker name, optionally with a "
+                        "checkpoint: siamfc=runs/siamfc.pth")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: tracker's)")
+    p.add_argument("--rotating", type=float, default=None, metavar="DEG_PER_FRAME",
+                   help="evaluate on the rotating version of the dataset (built once, cached "
+                        "under <out>/rotating/)")
+    p.add_argument("--border", choices=["replicate", "constant"], default="replicate",
+                   help="border fill of rotated frames (default replicate)")
+    p.add_argument("--sequences", nargs="+", default=None, metavar="NAME",
+                   help="only these sequences")
+    p.add_argument("--max-sequences", type=int, default=None, metavar="N",
+                   help="only the first N sequences")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default runs/eval/<dataset>)")
+    p.add_argument("--overwrite", action="store_true", help="re-run finished sequences")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip broken sequences with a warning instead of stopping")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def _generated_root(split: str) -> Path:
+    try:
+        from evaluation.synthetic import default_dataset
+    except ImportError as exc:
+        raise EvaluationError("the generated dataset is not available "
+                              f"(evaluation.synthetic.default_dataset: {exc}); pass --root") from None
+    return Path(default_dataset(split=split, rotating=True))
+
+
+def parse_tracker_spec(spec: str) -> tuple[str, str, Path | None]:
+    """'name' or 'name=checkpoint' -> (label, name, checkpoint)."""
+    name, sep, ckpt = spec.partition("=")
+    name = name.strip()
+    if not name or (sep and not ckpt.strip()):
+        raise EvaluationError(f"bad tracker {spec!r}: use NAME or NAME=CHECKPOINT")
+    if not sep:
+        return name, name, None
+    checkpoint = Path(ckpt.strip())
+    if not checkpoint.is_file():
+        raise EvaluationError(f"checkpoint not found: {checkpoint}")
+    return f"{name}@{checkpoint.stem}", name, checkpoint
+
+
+def build_named_tracker(name: str, checkpoint: Path | None, device: str | None):
+    """'identity' -> IdentityTracker; anything else through tracker.build_tracker."""
+    if name == "identity":
+        if checkpoint is not None:
+            raise EvaluationError("the identity tracker takes no checkpoint")
+        return IdentityTracker()
+    try:
+        from tracker import build_tracker
+    except ImportError as exc:
+        raise EvaluationError(f"tracker.build_tracker is not available ({exc}); only "
+                              "'identity' can be evaluated") from None
+    try:
+        return build_tracker(name, checkpoint=None if checkpoint is None else str(checkpoint),
+                             device=device)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise EvaluationError(f"cannot build tracker {name!r}: {message}") from None
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rotating is not None and not math.isfinite(args.rotating):
+        raise EvaluationError("--rotating must be a finite number of degrees per frame")
+    if args.max_sequences is not None and args.max_sequences < 1:
+        raise EvaluationError("--max-sequences must be at least 1")
+
+    # dataset folder and protocol
+    if args.root is None:
+        if args.dataset not in (None, "generated"):
+            raise EvaluationError(f"--dataset {args.dataset} needs --root (a local copy of the "
+                                  "dataset; nothing is downloaded)")
+        protocol = "generated"
+        root = _generated_root(args.subset or "test")
+        subset = None
+        dataset_label = "generated"
+    else:
+        root = args.root
+        if not root.is_dir():
+            raise DatasetError(f"dataset folder not found: {root}")
+        layout = detect_layout(root) if args.layout == "auto" else args.layout
+        protocol = args.dataset or layout
+        subset = args.subset
+        dataset_label = f"{protocol}-{root.resolve().name}" + (f"-{subset}" if subset else "")
+    if args.rotating is not None:
+        dataset_label += f"-rot{args.rotating:g}"
+    out = args.out if args.out is not None else Path("runs") / "eval" / dataset_label
+
+    layout = args.layout
+    if args.rotating is not None:
+        from evaluation.rotating import make_rotating
+        rot_dir = out / "rotating" / f"{args.rotating:g}deg-{args.border}"
+        print(f"rotating dataset: {rot_dir}", file=sys.stderr)
+        root = make_rotating(root, rot_dir, args.rotating, layout=layout, border=args.border,
+                             max_sequences=args.max_sequences, subset=subset,
+                             names=args.sequences, skip_bad=args.skip_bad,
+                             progress=not args.no_progress)
+        layout, subset = "got10k", None
+
+    sequences = load_sequences(root, layout=layout, subset=subset, names=args.sequences,
+                               skip_bad=args.skip_bad)
+    if args.max_sequences is not None:
+        sequences = sequences[:args.max_sequences]
+
+    # trackers: parse all specs first; build those with unfinished sequences up front, so a
+    # bad name or checkpoint fails before any tracking starts
+    specs = [parse_tracker_spec(s) for s in args.trackers]
+    labels = [label for label, _, _ in specs]
+    duplicates = sorted({lb for lb in labels if labels.count(lb) > 1})
+    if duplicates:
+        raise EvaluationError(f"tracker given twice: {', '.join(duplicates)}")
+    store = ResultStore(out / "results", "otb" if protocol == "otb" else "got10k")
+    factories = {}
+    for label, name, checkpoint in specs:
+        needed = args.overwrite or not all(store.is_complete(label, s) for s in sequences)
+        tracker = build_named_tracker(name, checkpoint, args.device) if needed else None
+        factories[label] = (lambda t=tracker: t)
+
+    results = run_trackers(factories, sequences, store, overwrite=args.overwrite,
+                           progress=not args.no_progress,
+                           log=lambda m: print(m, file=sys.stderr))
+    report = build_report(protocol, sequences, results, dataset=dataset_label)
+    report["root"] = str(Path(root).resolve())
+    written = write_report(report, out, plots=not args.no_plots)
+    print(markdown_summary(report))
+    for path in written.values():
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DatasetWarning)
+        warnings.showwarning = _print_warning
+        try:
+            return run(args)
+        except (DatasetError, EvaluationError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
