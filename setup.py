@@ -11,7 +11,7 @@ setup(
         "training.classification",
         "evaluation",
     ],
-    python_requires=">=3.9",
+    python_requires=">=3.11",
     # Loose bounds here so a GPU user keeps the CUDA torch they already have; the exact CPU pins
     # live in constraints-cpu.txt and the known-good set in requirements.txt.
     install_requires=[

@@ -62,7 +62,13 @@ class Backbone(nn.Module):
 
     def channel_counts(self) -> list[int]:
         """Output channels of each conv layer, in order (for the parameter/channel tables)."""
-        return [m.out_channels for m in self.modules() if isinstance(m, nn.Conv2d)]
+        counts = []
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                counts.append(m.out_channels)
+            elif type(m).__name__ == "R2Conv":  # e2cnn steerable convolution
+                counts.append(m.out_type.size)
+        return counts
 
 
 class CNNBasic(Backbone):

@@ -54,5 +54,19 @@ def _resolved_types(cls) -> dict[str, Any]:
         return {f.name: f.type for f in dataclasses.fields(cls)}
 
 
+def read_toml(path, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """Parse a TOML file; a missing or malformed file raises ``error`` naming it."""
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"cannot parse {path}: {exc}") from None
+
+
 def to_dict(obj) -> dict[str, Any]:
     return dataclasses.asdict(obj)

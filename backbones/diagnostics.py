@@ -80,7 +80,7 @@ def equivariance_errors(
         moved = [group_max_pool(f, backbone.spec) for f in backbone(prep(t.apply(x))).watched]
         for name, p_x, p_tx in zip(backbone.watched_names, base, moved):
             expected = t.apply(p_x)
-            mask = t.valid_mask(*p_tx.shape[-2:], device=p_tx.device, dtype=p_tx.dtype)
+            mask = t.valid_mask(*p_tx.shape[-2:], device=p_tx.device, dtype=p_tx.dtype, frame="target")
             diff, ref = p_tx - expected, p_x
             if mask is not None:
                 diff, ref = diff * mask, t.apply(p_x) * mask

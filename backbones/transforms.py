@@ -129,28 +129,34 @@ class BatchTransform:
     def is_exact(self) -> bool:
         return all(g.is_exact for g in self.elements)
 
-    def valid_mask(self, h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor | None:
-        """(B,1,h,w) mask of the pixels where x and T⁻¹(Tx) both hold image content (None: all).
+    def valid_mask(
+        self, h: int, w: int, device=None, dtype=torch.float32, frame: str = "source"
+    ) -> torch.Tensor | None:
+        """(B,1,h,w) mask of the pixels whose comparison is meaningful (None: all of them).
 
-        Rotations by non-multiples of 90° keep the inscribed disc; zooming in by s keeps the central
-        square of relative side 1/s. The same mask holds in the source and the target frame.
+        frame="source": x against T⁻¹(Tx), as in the loss; frame="target": Tx against T(x), as in
+        the diagnostics. Rotations by non-multiples of 90° keep the inscribed disc; zooming in by
+        s > 1 keeps the central square of relative side 1/s in the source frame, zooming out by
+        s < 1 keeps the central square of side s in the target frame.
         """
+        if frame not in ("source", "target"):
+            raise ValueError(f"frame must be 'source' or 'target', got {frame!r}")
         if self.is_exact:
             return None
         ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) / h * 2 - 1
         xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) / w * 2 - 1
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         disc = (xx**2 + yy**2 <= 1.0).to(dtype)
-        masks = []
-        for g in self.elements:
+        masks = torch.empty(len(self.elements), 1, h, w, device=device, dtype=dtype)
+        for g, idx in self._groups.items():  # one mask per distinct element
             m = torch.ones(h, w, device=device, dtype=dtype)
             if g.quarter_turns is None:
                 m = m * disc
-            if g.scale > 1.0:
-                lim = 1.0 / g.scale
+            lim = 1.0 / g.scale if frame == "source" else g.scale
+            if lim < 1.0:
                 m = m * ((xx.abs() <= lim) & (yy.abs() <= lim)).to(dtype)
-            masks.append(m)
-        return torch.stack(masks)[:, None]
+            masks[torch.as_tensor(idx, device=device)] = m
+        return masks
 
 
 def group_elements(spec: GroupSpec | str, include_identity: bool = True) -> list[GroupElement]:

@@ -313,12 +313,16 @@ def _select(candidates: list[str], names, folder: Path, skip_bad: bool) -> list[
     """Folder names to load: all candidates, or those matching ``names`` (exact or base)."""
     if names is None:
         return candidates
-    wanted = {str(n) for n in names}
-    bases = {_base_name(w) for w in wanted}
-    for name in sorted(wanted):
-        if name not in candidates and _base_name(name) not in candidates:
+    def matches(candidate: str, name: str) -> bool:
+        # "Jogging" selects the folder Jogging (both targets) or rotated folders Jogging.1/.2;
+        # "Jogging.1" selects the folder Jogging (then filtered) or the folder Jogging.1
+        return candidate in (name, _base_name(name)) or _base_name(candidate) == name
+
+    wanted = sorted({str(n) for n in names})
+    for name in wanted:
+        if not any(matches(c, name) for c in candidates):
             _handle_bad(DatasetError(f"sequence {name!r} not found in {folder}"), skip_bad)
-    return [c for c in candidates if c in wanted or c in bases]
+    return [c for c in candidates if any(matches(c, n) for n in wanted)]
 
 
 def load_sequences(root, layout: str = "auto", subset: str | None = None, names=None,
@@ -364,7 +368,8 @@ def load_sequences(root, layout: str = "auto", subset: str | None = None, names=
                 _handle_bad(exc, skip_bad)
                 continue
             if names is not None:
-                loaded = [s for s in loaded if s.name in names or name in names]
+                wanted = {str(n) for n in names}
+                loaded = [s for s in loaded if s.name in wanted or name in wanted]
             sequences.extend(loaded)
 
     if not sequences:

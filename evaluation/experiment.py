@@ -33,7 +33,54 @@ from .datasets import Sequence
 from .metrics import box_to_polygon
 
 __all__ = ["SequenceResult", "ResultStore", "track_sequence", "run_trackers",
-           "write_table_atomic"]
+           "write_table_atomic", "TrackerSpecError", "TrackingError", "parse_tracker_spec",
+           "build_named_tracker"]
+
+
+class TrackerSpecError(ValueError):
+    """A tracker name or checkpoint given by the user cannot be used."""
+
+
+class TrackingError(RuntimeError):
+    """A tracker rejected a sequence's input (e.g. its first box); names tracker and sequence."""
+
+
+def parse_tracker_spec(spec: str) -> tuple[str, str, Path | None]:
+    """'name' or 'name=checkpoint.pth' -> (result label, name, checkpoint path or None).
+
+    The label names the results folder: the name, plus "@<checkpoint stem>" with a checkpoint.
+    """
+    name, sep, ckpt = spec.partition("=")
+    name = name.strip()
+    if not name or (sep and not ckpt.strip()):
+        raise TrackerSpecError(f"bad tracker {spec!r}: use NAME or NAME=CHECKPOINT")
+    if not sep:
+        return name, name, None
+    checkpoint = Path(ckpt.strip())
+    if not checkpoint.is_file():
+        raise TrackerSpecError(f"checkpoint not found: {checkpoint}")
+    return f"{name}@{checkpoint.stem}", name, checkpoint
+
+
+def build_named_tracker(name: str, checkpoint=None, device: str | None = None):
+    """'identity' -> IdentityTracker; any other name through ``tracker.build_tracker``
+    (imported lazily, so evaluation works before/without the tracker package)."""
+    if name == "identity":
+        if checkpoint is not None:
+            raise TrackerSpecError("the identity tracker takes no checkpoint")
+        from .identity import IdentityTracker
+        return IdentityTracker()
+    try:
+        from tracker import build_tracker
+    except ImportError as exc:
+        raise TrackerSpecError(f"tracker.build_tracker is not available ({exc}); only "
+                               "'identity' can be used") from None
+    try:
+        return build_tracker(name, checkpoint=None if checkpoint is None else str(checkpoint),
+                             device=device)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise TrackerSpecError(f"cannot build tracker {name!r}: {message}") from None
 
 
 @dataclass
@@ -189,7 +236,11 @@ def run_trackers(factories: dict[str, Callable[[], object]], sequences: list[Seq
             if seq.name in todo_names:
                 if progress and todo:
                     bar.set_postfix_str(seq.name)
-                store.write(label, seq.name, track_sequence(tracker, seq))
+                try:
+                    result = track_sequence(tracker, seq)
+                except ValueError as exc:      # the trackers' input errors are ValueErrors
+                    raise TrackingError(f"{label} on sequence {seq.name}: {exc}") from exc
+                store.write(label, seq.name, result)
             per_seq[seq.name] = store.read(label, seq.name)
         results[label] = per_seq
     return results

@@ -19,3 +19,14 @@ def _seed():
 
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one torch thread avoids oversubscribing the shared cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -32,6 +32,25 @@ def test_plot_and_custom_angles(capsys, tmp_path):
     assert "rot45" in out and "rot90" in out
 
 
+def test_tracker_and_steerable_checkpoints(capsys, tmp_path):
+    """Tracker checkpoints nest the backbone config under "model"; e2cnn ones saved in eval mode
+    carry cached filters: both load, and the e2cnn backbone stays exact for 90°."""
+    from backbones.checkpoints import save_atomic
+    from tracker.models import build_model
+
+    for name in ("resnet22", "e2-resnet22"):
+        cfg = {"type": "siamfc", "backbone": {"name": name, "group": "R4", "width_mult": 0.0625}}
+        model = build_model(cfg).eval()
+        path = tmp_path / f"{name}.pth"
+        save_atomic({"config": {"model": cfg}, "model": model.state_dict()}, path)
+        rc, out, err = _run(capsys, "--checkpoint", str(path), "--json")
+        assert rc == 0, err
+        result = json.loads(out)
+        assert result["backbone"] == name and result["group"] == "R4"
+        worst = max(result["errors"][ly]["rot90"] for ly in result["layers"])
+        assert (worst < 1e-4) if name.startswith("e2") else (worst > 1e-2)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -114,3 +114,18 @@ def test_layer_weights_and_bad_arguments():
         IENLoss("none", beta=1.0)
     with pytest.raises(ValueError, match=">= 0"):
         IENLoss("R4", beta=-1)
+
+
+def test_valid_masks_for_scales_in_both_frames():
+    t = BatchTransform([GroupElement(scale=2.0), GroupElement(scale=0.5), GroupElement(90.0)])
+    src, tgt = t.valid_mask(8, 8), t.valid_mask(8, 8, frame="target")
+    assert src[0].mean() == 0.25 and src[1].mean() == 1.0 and src[2].mean() == 1.0
+    assert tgt[0].mean() == 1.0 and tgt[1].mean() == 0.25
+    with pytest.raises(ValueError, match="frame"):
+        t.valid_mask(8, 8, frame="other")
+
+
+def test_channel_counts_of_steerable_backbones():
+    e2 = build_backbone("e2-cnnbasic", group="R8", width_mult=0.125)
+    plain = build_backbone("cnnbasic", group="R8", width_mult=0.125)
+    assert e2.channel_counts() == plain.channel_counts()

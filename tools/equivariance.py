@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     import torch
 
     from backbones import ConfigError, GroupElement, GroupSpecError, build_backbone
-    from backbones.checkpoints import CheckpointError, backbone_from_checkpoint
+    from backbones.checkpoints import CheckpointError, backbone_config_of, backbone_from_checkpoint
     from backbones.diagnostics import ImageError, equivariance_errors, load_crops, save_error_plot
 
     torch.manual_seed(args.seed)
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         return 2
     result.update(
         model=label,
-        backbone=args.backbone if not args.checkpoint else ckpt["config"]["backbone"]["name"],
+        backbone=args.backbone if not args.checkpoint else backbone_config_of(ckpt)["name"],
         group=str(backbone.spec),
         input_size=size,
         images=len(images),

@@ -21,9 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.datasets import DatasetError, DatasetWarning, detect_layout, load_sequences  # noqa: E402
-from evaluation.experiment import ResultStore, run_trackers  # noqa: E402
-from evaluation.identity import IdentityTracker  # noqa: E402
+from evaluation.datasets import (DatasetError, DatasetWarning, detect_layout,  # noqa: E402
+                                 load_sequences)
+from evaluation.experiment import (ResultStore, TrackerSpecError, TrackingError,  # noqa: E402
+                                   build_named_tracker, parse_tracker_spec, run_trackers)
 from evaluation.report import build_report, markdown_summary, write_report  # noqa: E402
 
 
@@ -62,51 +63,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="re-run finished sequences")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip broken sequences with a warning instead of stopping")
+    p.add_argument("--static", action="store_true",
+                   help="--dataset generated: the non-rotating twin of the generated test set")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
-def _generated_root(split: str) -> Path:
+def _generated_root(split: str, rotating: bool = True) -> Path:
     try:
         from evaluation.synthetic import default_dataset
     except ImportError as exc:
-        raise EvaluationError("the generated dataset is not available "
-                              f"(evaluation.synthetic.default_dataset: {exc}); pass --root") from None
-    return Path(default_dataset(split=split, rotating=True))
-
-
-def parse_tracker_spec(spec: str) -> tuple[str, str, Path | None]:
-    """'name' or 'name=checkpoint' -> (label, name, checkpoint)."""
-    name, sep, ckpt = spec.partition("=")
-    name = name.strip()
-    if not name or (sep and not ckpt.strip()):
-        raise EvaluationError(f"bad tracker {spec!r}: use NAME or NAME=CHECKPOINT")
-    if not sep:
-        return name, name, None
-    checkpoint = Path(ckpt.strip())
-    if not checkpoint.is_file():
-        raise EvaluationError(f"checkpoint not found: {checkpoint}")
-    return f"{name}@{checkpoint.stem}", name, checkpoint
-
-
-def build_named_tracker(name: str, checkpoint: Path | None, device: str | None):
-    """'identity' -> IdentityTracker; anything else through tracker.build_tracker."""
-    if name == "identity":
-        if checkpoint is not None:
-            raise EvaluationError("the identity tracker takes no checkpoint")
-        return IdentityTracker()
+        raise EvaluationError("the generated dataset is not available (evaluation.synthetic."
+                              f"default_dataset: {exc}); pass --root") from None
     try:
-        from tracker import build_tracker
-    except ImportError as exc:
-        raise EvaluationError(f"tracker.build_tracker is not available ({exc}); only "
-                              "'identity' can be evaluated") from None
-    try:
-        return build_tracker(name, checkpoint=None if checkpoint is None else str(checkpoint),
-                             device=device)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        raise EvaluationError(f"cannot build tracker {name!r}: {message}") from None
+        return Path(default_dataset(split=split, rotating=rotating))
+    except ValueError as exc:          # e.g. an unknown split
+        raise EvaluationError(f"generated dataset: {exc}") from None
 
 
 def _print_warning(message, category, filename, lineno, file=None, line=None):
@@ -125,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluationError(f"--dataset {args.dataset} needs --root (a local copy of the "
                                   "dataset; nothing is downloaded)")
         protocol = "generated"
-        root = _generated_root(args.subset or "test")
+        root = _generated_root(args.subset or "test", rotating=not args.static)
         subset = None
         dataset_label = "generated"
     else:
@@ -177,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
     report["root"] = str(Path(root).resolve())
     written = write_report(report, out, plots=not args.no_plots)
     print(markdown_summary(report))
+    if all(t["overall"]["scored_frames"] == 0 for t in report["trackers"].values()):
+        print("note: no frame has ground truth to score (GOT-10k test set?); the results under "
+              f"{out / 'results'} are in the toolkit's layout for submission", file=sys.stderr)
     for path in written.values():
         print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -189,7 +165,7 @@ def main(argv=None) -> int:
         warnings.showwarning = _print_warning
         try:
             return run(args)
-        except (DatasetError, EvaluationError) as exc:
+        except (DatasetError, EvaluationError, TrackerSpecError, TrackingError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 

@@ -1,0 +1,2 @@
+"""Training loops: trackers (``training.tracking``, pairs in ``training.pairs``) and classifiers
+(``training.classification``)."""

@@ -1,0 +1,868 @@
+"""Synthetic tracking sequences with exact ground truth, for rotation-aware training and tests.
+
+Each sequence shows one target object on a real-photo background: the target is a patch cut from
+a real photo (scikit-image's bundled photos, or a folder the user names) under a shape mask, or a
+procedural texture with an off-centre marker so that its rotation is visible. Over the sequence
+it translates smoothly, rotates in-plane (either direction, smoothly varying speed, sometimes
+reversing), changes scale; the frame gets lighting changes, motion-blur episodes and sensor
+noise; distractor objects move about (behind or in front of the target) and an occluding bar
+may pass over the target. Everything is a deterministic function of the seed.
+
+Ground truth per frame (continuous pixel coordinates: pixel (col j, row i) covers
+[j, j+1) x [i, i+1); see tracker/crops.py):
+
+- ``angles``: the target's in-plane rotation in degrees, counter-clockwise on screen,
+  cumulative (not wrapped), 0 at the first frame;
+- ``polygons``: the target's rotated rectangle (its texture rectangle at the current scale),
+  corners x1,y1,...,x4,y4 in the order top-left, top-right, bottom-right, bottom-left of the
+  upright object;
+- ``boxes``: x, y, w, h, the tight axis-aligned box of the pixels the target's mask covers
+  (opacity >= 0.5), clipped to the frame; occluders do not shrink it (they lower ``cover``);
+- ``cover``: GOT-10k visible-ratio class of the target (visible drawn area over its full
+  area: 0 = none, 1..7 = steps of 15 %, 8 = >= 98 %); ``absent``: visible ratio < 1 %.
+
+``generate_dataset`` writes GOT-10k layout (read back by ``evaluation.datasets.load_sequences``
+and by the got10k toolkit); ``default_dataset`` is the cached, embedded default used by
+training, evaluation and the demo.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "GeneratorOptions",
+    "GeneratorInputError",
+    "GeneratedSequence",
+    "generate_sequence",
+    "generate_dataset",
+    "write_sequence",
+    "default_dataset",
+    "default_dataset_spec",
+    "sequence_seed",
+    "visible_ratio_to_cover",
+]
+
+# Bump when the generator's output for a given seed changes: cached default datasets are keyed on it.
+GENERATOR_VERSION = 2
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+# scikit-image photos available offline (checked with scikit-image 0.26). Colour photos give
+# object patches and backgrounds; grey photos are tinted.
+_COLOR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+                 "immunohistochemistry", "retina", "colorwheel")
+_GRAY_PHOTOS = ("camera", "coins", "clock", "text", "page", "brick", "grass", "gravel", "moon")
+
+# Fixed specification of the embedded default datasets (see default_dataset).
+_DEFAULT_SPECS = {
+    "train": dict(num_sequences=40, num_frames=100, seed=20_240_001, subset="train"),
+    # "val": got10k's ExperimentGOT10k evaluates a val subset locally (its test subset needs a server)
+    "test": dict(num_sequences=12, num_frames=120, seed=20_240_002, subset="val"),
+}
+_DEFAULT_FRAME_SIZE = (320, 240)
+
+
+class GeneratorInputError(ValueError):
+    """Bad generator input (unknown option, empty image folder, unreadable image ...)."""
+
+
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """Tunable ranges of the generator (pass as keyword ``**options``; unknown keys are rejected)."""
+
+    object_size: tuple = (0.16, 0.28)      # sqrt(w*h) of the target as a fraction of min(frame W, H)
+    aspect_ratio: tuple = (0.55, 1.8)      # w/h of the target rectangle (log-uniform)
+    scale_range: tuple = (0.8, 1.3)        # scale change over the sequence
+    max_speed: float = 5.0                 # px/frame, upper bound of the target's translation speed
+    texture_prob: float = 0.35             # procedural texture instead of a photo patch
+    num_distractors: tuple = (0, 2)        # inclusive range
+    distractor_front_prob: float = 0.3     # a distractor passes in front of the target
+    similar_distractor_prob: float = 0.5   # a distractor cut from the same source as the target
+    occlusion_prob: float = 0.4            # an occluding bar crosses the target
+    full_occlusion_prob: float = 0.1      # ... and is wide enough to hide it completely
+    reverse_prob: float = 0.3              # the rotation reverses direction once
+    blur_prob: float = 0.4                 # the sequence has motion-blur episodes
+    lighting: float = 0.25                 # amplitude of the global gain change (0 = off)
+    noise_std: float = 2.0                 # sensor noise (grey levels)
+    background_pan: float = 12.0           # amplitude (px) of the slow background drift
+
+    @classmethod
+    def from_kwargs(cls, options: dict) -> "GeneratorOptions":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise GeneratorInputError(f"unknown generator option(s): {', '.join(unknown)} "
+                                      f"(known: {', '.join(sorted(names))})")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        opts = cls(**values)
+        for f in dataclasses.fields(cls):
+            v = getattr(opts, f.name)
+            if isinstance(f.default, tuple):
+                if not (isinstance(v, tuple) and len(v) == 2
+                        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                        and 0 <= v[0] <= v[1] < math.inf):
+                    raise GeneratorInputError(f"option {f.name} must be a (low, high) pair, got {v!r}")
+            elif not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < math.inf:
+                raise GeneratorInputError(f"option {f.name} must be a non-negative number, got {v!r}")
+            elif f.name.endswith("_prob") and v > 1:
+                raise GeneratorInputError(f"option {f.name} is a probability (0..1), got {v!r}")
+        return opts
+
+
+@dataclass
+class GeneratedSequence:
+    """A generated sequence and its exact ground truth (conventions in the module docstring)."""
+
+    frames: list                  # N x (H, W, 3) uint8 RGB
+    boxes: np.ndarray             # (N, 4) x, y, w, h
+    angles: np.ndarray            # (N,) degrees CCW on screen, cumulative
+    polygons: np.ndarray          # (N, 8)
+    absent: np.ndarray            # (N,) bool
+    cover: np.ndarray             # (N,) int 0..8
+    centers: np.ndarray = None    # (N, 2) target centre (= polygon centre)
+    scales: np.ndarray = None     # (N,) target scale relative to its base size
+    blur: np.ndarray = None       # (N,) motion-blur kernel length in px (0 = none)
+    cut_by_image: np.ndarray = None   # (N,) bool, the target's rectangle crosses the frame border
+    object_rgb: np.ndarray = None     # upright target texture (h, w, 3) uint8 at sprite resolution
+    object_alpha: np.ndarray = None   # its opacity (h, w) float32 0..1
+    sprite_resolution: float = 1.0    # sprite pixels per frame pixel at scale 1
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+# ------------------------------------------------------------------------------------------------
+# image sources
+@functools.lru_cache(maxsize=None)
+def _skimage_photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    image = np.asarray(getattr(skimage.data, name)())
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3]).astype(np.uint8)
+
+
+def _list_images(folder, what: str) -> list:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GeneratorInputError(f"{what} folder not found: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise GeneratorInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {what} folder {folder}")
+    return [str(p) for p in files]
+
+
+@functools.lru_cache(maxsize=64)
+def _read_user_image(path: str) -> tuple:
+    """(RGB uint8, alpha float32 or None) of an image file; alpha when the file has one."""
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise GeneratorInputError(f"cannot read image {path}")
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    alpha = None
+    if image.ndim == 2:
+        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.shape[2] == 4:
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        alpha = image[:, :, 3].astype(np.float32) / 255.0
+        if alpha.min() > 0.99:
+            alpha = None
+    else:
+        rgb = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+    if min(rgb.shape[:2]) < 16:
+        raise GeneratorInputError(f"image too small (< 16 px): {path}")
+    return rgb, alpha
+
+
+class _ImagePool:
+    """Photos to cut objects or backgrounds from: scikit-image's bundled photos or a user folder."""
+
+    def __init__(self, folder=None, what="object"):
+        self.files = _list_images(folder, what) if folder is not None else None
+        self.names = tuple(self.files) if self.files else _COLOR_PHOTOS + _GRAY_PHOTOS
+
+    def __len__(self):
+        return len(self.names)
+
+    def get(self, index: int, rng) -> tuple:
+        """(RGB uint8, alpha or None, name). Grey builtin photos get a random tint."""
+        name = self.names[index]
+        tint = rng.uniform(0.55, 1.0, 3)      # drawn always, so the stream does not depend on the source
+        if self.files is not None:
+            rgb, alpha = _read_user_image(name)
+            return rgb, alpha, os.path.basename(name)
+        rgb = _skimage_photo(name)
+        if name in _GRAY_PHOTOS:
+            rgb = np.clip(rgb.astype(np.float32) * tint, 0, 255).astype(np.uint8)
+        return rgb, None, name
+
+
+# ------------------------------------------------------------------------------------------------
+# random smooth signals
+def _smooth_signal(rng, n: int, period=(50.0, 200.0), terms: int = 3) -> np.ndarray:
+    """A smooth random signal in [-1, 1] (sum of sinusoids with periods in ``period`` frames)."""
+    t = np.arange(n, dtype=np.float64)
+    amp = rng.uniform(0.3, 1.0, terms)
+    freq = 1.0 / rng.uniform(period[0], period[1], terms)
+    phase = rng.uniform(0, 2 * np.pi, terms)
+    s = (amp[:, None] * np.sin(2 * np.pi * freq[:, None] * t[None] + phase[:, None])).sum(0)
+    return s / amp.sum()
+
+
+def _trajectory(rng, n, lo, hi, max_speed) -> np.ndarray:
+    """(n, 2) smooth path inside the box lo..hi (per axis) whose speed never exceeds max_speed."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    mid, half = (lo + hi) / 2, np.maximum((hi - lo) / 2, 0)
+    reach = rng.uniform(0.4, 1.0, 2)
+    path = mid + half * reach * np.stack([_smooth_signal(rng, n), _smooth_signal(rng, n)], axis=1)
+    if n > 1:
+        speed = np.linalg.norm(np.diff(path, axis=0), axis=1).max()
+        if speed > max_speed:
+            anchor = path[0].copy()
+            path = anchor + (path - anchor) * (max_speed / speed)
+    return path
+
+
+def _rotation_profile(rng, n, speed_range, reverse_prob) -> np.ndarray:
+    """(n,) cumulative angle in degrees: random sign, smoothly varying speed, maybe one reversal."""
+    lo, hi = speed_range
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    speed = lo + (hi - lo) * (0.5 + 0.5 * _smooth_signal(rng, n, period=(40.0, 160.0)))
+    reverse = rng.random() < reverse_prob
+    t_rev, width = rng.uniform(0.3, 0.7) * n, rng.uniform(3.0, 10.0)
+    direction = np.full(n, sign)
+    if reverse:
+        direction = sign * -np.tanh((np.arange(n) - t_rev) / width)
+    omega = direction * speed
+    return np.concatenate([[0.0], np.cumsum(omega[:-1])])
+
+
+# ------------------------------------------------------------------------------------------------
+# sprites
+def _random_color(rng) -> np.ndarray:
+    return rng.uniform(20, 235, 3)
+
+
+def _shape_alpha(rng, hs: int, ws: int, kind: str) -> np.ndarray:
+    """Anti-aliased mask (hs, ws) of an ellipse, rounded rectangle or irregular blob."""
+    u = (np.arange(ws) + 0.5) / ws * 2 - 1
+    v = (np.arange(hs) + 0.5) / hs * 2 - 1
+    uu, vv = np.meshgrid(u, v)
+    if kind == "ellipse":
+        level = np.sqrt(uu ** 2 + vv ** 2)
+    elif kind == "rounded":
+        p = rng.uniform(3.0, 7.0)
+        level = (np.abs(uu) ** p + np.abs(vv) ** p) ** (1.0 / p)
+    else:  # blob: radius modulated by low harmonics (asymmetric outline)
+        phi = np.arctan2(vv, uu)
+        k = np.arange(2, 5)
+        amp = rng.uniform(0.0, 0.12, k.size)
+        ph = rng.uniform(0, 2 * np.pi, k.size)
+        radius = 1.0 + (amp[:, None, None] * np.cos(k[:, None, None] * phi + ph[:, None, None])).sum(0)
+        radius /= 1.0 + amp.sum()
+        level = np.sqrt(uu ** 2 + vv ** 2) / radius
+    pixel = 2.0 / min(hs, ws)        # one pixel in normalised units
+    return np.clip(0.5 - (level - 1.0) / pixel, 0.0, 1.0).astype(np.float32)
+
+
+def _procedural_texture(rng, hs: int, ws: int) -> np.ndarray:
+    """Stripes, checkerboard or smooth colour blobs, with an off-centre marker (rotation visible)."""
+    kind = rng.integers(3)
+    c1, c2, c3 = _random_color(rng), _random_color(rng), _random_color(rng)
+    yy, xx = np.mgrid[0:hs, 0:ws].astype(np.float32) + 0.5
+    if kind == 0:
+        a = rng.uniform(0, np.pi)
+        period = rng.uniform(6, 16)
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(a) + yy * np.sin(a)) / period)
+        tex = c1 * t[..., None] + c2 * (1 - t[..., None])
+    elif kind == 1:
+        cell = rng.uniform(6, 14)
+        t = ((np.floor(xx / cell) + np.floor(yy / cell)) % 2)[..., None]
+        tex = c1 * t + c2 * (1 - t)
+    else:
+        low = rng.uniform(20, 235, (int(rng.integers(2, 5)), int(rng.integers(2, 5)), 3)).astype(np.float32)
+        tex = cv2.resize(low, (ws, hs), interpolation=cv2.INTER_CUBIC)
+    tex = np.ascontiguousarray(tex, dtype=np.float32)
+    # marker: a triangle near one corner and a disc on another side -> no rotational symmetry
+    corner = np.array([rng.uniform(0.12, 0.3) * ws, rng.uniform(0.12, 0.3) * hs])
+    r = 0.22 * min(hs, ws)
+    tri = np.array([corner, corner + [r * 1.6, r * 0.3], corner + [r * 0.4, r * 1.4]], np.float32)
+    cv2.fillPoly(tex, [np.round(tri * 16).astype(np.int32)], c3.tolist(), cv2.LINE_AA, 4)
+    disc = (int(round(rng.uniform(0.6, 0.8) * ws * 16)), int(round(rng.uniform(0.55, 0.8) * hs * 16)))
+    cv2.circle(tex, disc, int(round(0.12 * min(hs, ws) * 16)), (255 - c3).tolist(), -1, cv2.LINE_AA, 4)
+    tex += rng.normal(0, 5, tex.shape).astype(np.float32)
+    return np.clip(tex, 0, 255)
+
+
+def _photo_patch(rng, pool: _ImagePool, hs: int, ws: int, exclude=None):
+    """A patch (hs, ws) cut from a random photo of the pool; alpha from the file if it has one."""
+    n = len(pool)
+    index = int(rng.integers(n))
+    if exclude is not None and n > 1 and index == exclude:
+        index = (index + 1 + int(rng.integers(n - 1))) % n
+    else:
+        rng.integers(max(n - 1, 1))         # keep the number of draws fixed
+    photo, alpha, name = pool.get(index, rng)
+    if alpha is not None:
+        # a cut-out object (image with transparency): the whole object, at the requested area
+        rows = np.flatnonzero((alpha >= 0.5).any(axis=1))
+        cols = np.flatnonzero((alpha >= 0.5).any(axis=0))
+        if rows.size:
+            photo = photo[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+            alpha = alpha[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+            ph, pw = photo.shape[:2]
+            k = math.sqrt(ws * hs / (pw * ph))
+            size = (max(8, round(pw * k)), max(8, round(ph * k)))
+            interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
+            return (cv2.resize(photo, size, interpolation=interp).astype(np.float32),
+                    cv2.resize(alpha, size, interpolation=interp), name, index)
+    ph, pw = photo.shape[:2]
+    # a few candidate regions; keep the most textured (a flat patch would make rotation invisible)
+    best = -1.0
+    for _ in range(4):
+        z = min(rng.uniform(0.8, 3.0), ph / hs, pw / ws)      # the patch must fit into the photo
+        cx0, cy0 = rng.uniform(0, max(0.0, pw - ws * z)), rng.uniform(0, max(0.0, ph - hs * z))
+        step = max(1, int(min(ws, hs) * z / 16))
+        region = photo[int(cy0):int(cy0 + hs * z):step, int(cx0):int(cx0 + ws * z):step]
+        texture = float(region.reshape(-1, 3).std(axis=0).mean())
+        if texture > best:
+            best, zoom, x0, y0 = texture, z, cx0, cy0
+    # one affine resample of the photo region onto the sprite canvas (pre-shrunk with an area
+    # filter when the patch is reduced a lot: warpAffine has none)
+    src, a_src, sx, sy = photo, alpha, 1.0, 1.0
+    if zoom > 1.5:
+        size = (max(1, round(pw / zoom)), max(1, round(ph / zoom)))
+        src = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+        a_src = None if alpha is None else cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+        sx, sy = src.shape[1] / pw, src.shape[0] / ph
+    # sprite continuous coords -> source continuous coords, then OpenCV pixel-index coords
+    m = np.array([[zoom * sx, 0.0, x0 * sx], [0.0, zoom * sy, y0 * sy]])
+    m[:, 2] += m[:, :2] @ [0.5, 0.5] - 0.5
+    rgb = cv2.warpAffine(src, m, (ws, hs), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REFLECT)
+    a = None
+    if a_src is not None:
+        a = cv2.warpAffine(a_src, m, (ws, hs), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return rgb.astype(np.float32), a, name, index
+
+
+@dataclass
+class _Sprite:
+    rgba: np.ndarray         # (hs, ws, 4) float32, RGB premultiplied by alpha
+    resolution: float        # sprite px per frame px at scale 1
+    alpha_sum: float         # sum of alpha (sprite px)
+    description: str
+    source_index: int        # index in the pool (-1 = procedural)
+
+    @property
+    def size(self) -> tuple:
+        return self.rgba.shape[1], self.rgba.shape[0]
+
+
+def _make_object(rng, pool, base_w, base_h, texture_prob, resolution=1.5, like: _Sprite = None,
+                 exclude=None) -> _Sprite:
+    """A target-like sprite of base size (base_w, base_h) frame px; ``like`` = cut from the same source."""
+    ws = max(8, int(round(base_w * resolution)))
+    hs = max(8, int(round(base_h * resolution)))
+    procedural = rng.random() < texture_prob
+    if like is not None:
+        procedural = like.source_index < 0
+    shape = ("ellipse", "rounded", "blob")[int(rng.integers(3))]
+    if procedural:
+        rgb, file_alpha, name, index = _procedural_texture(rng, hs, ws), None, "procedural", -1
+    else:
+        if like is not None:
+            # same photo as the target: a look-alike distractor
+            pool_like = _SinglePhotoPool(pool, like.source_index)
+            rgb, file_alpha, name, _ = _photo_patch(rng, pool_like, hs, ws)
+            index = like.source_index
+        else:
+            rgb, file_alpha, name, index = _photo_patch(rng, pool, hs, ws, exclude=exclude)
+    alpha = _shape_alpha(rng, hs, ws, shape)
+    if file_alpha is not None and file_alpha.max() > 0.5:
+        alpha = file_alpha.astype(np.float32)
+        shape = "file-alpha"
+    # crop to the tight box of the mask so that the rectangle (polygon) hugs the object
+    rows = np.flatnonzero((alpha >= 0.5).any(axis=1))
+    cols = np.flatnonzero((alpha >= 0.5).any(axis=0))
+    if rows.size == 0:
+        alpha = np.ones_like(alpha)
+    else:
+        rgb = rgb[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        alpha = alpha[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    rgba = np.concatenate([rgb * alpha[..., None], alpha[..., None]], axis=2)
+    return _Sprite(np.ascontiguousarray(rgba, np.float32), resolution, float(alpha.sum()),
+                   f"{name}:{shape}", index)
+
+
+class _SinglePhotoPool:
+    def __init__(self, pool, index):
+        self.pool, self.index = pool, index
+
+    def __len__(self):
+        return 1
+
+    def get(self, index, rng):
+        return self.pool.get(self.index, rng)
+
+
+def _bar_sprite(rng, photo: np.ndarray, width: float, length: float) -> _Sprite:
+    """An occluding bar (width x length frame px) textured from a region of the background photo."""
+    ws, hs = max(4, int(round(width))), max(4, int(round(length)))
+    ph, pw = photo.shape[:2]
+    small = cv2.resize(photo, (max(8, pw // 3), max(8, ph // 3)), interpolation=cv2.INTER_AREA)
+    tex = cv2.resize(small, (ws, hs), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    tex = tex * rng.uniform(0.4, 0.8) + _random_color(rng) * 0.3
+    alpha = np.ones((hs, ws), np.float32)
+    alpha[:, 0] = alpha[:, -1] = 0.5
+    rgba = np.concatenate([np.clip(tex, 0, 255) * alpha[..., None], alpha[..., None]], axis=2)
+    return _Sprite(np.ascontiguousarray(rgba, np.float32), 1.0, float(alpha.sum()), "bar", -2)
+
+
+def _rot(angle_deg: float) -> np.ndarray:
+    """Counter-clockwise on screen (y down)."""
+    a = math.radians(angle_deg)
+    return np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+
+
+def _placement(sprite: _Sprite, center, scale, angle_deg) -> tuple:
+    """(A, b, corners): sprite continuous coords -> frame continuous coords, and the 4 corners."""
+    ws, hs = sprite.size
+    a = _rot(angle_deg) * (scale / sprite.resolution)
+    half = np.array([ws / 2.0, hs / 2.0])
+    b = np.asarray(center, float) - a @ half
+    corners = np.array([[0, 0], [ws, 0], [ws, hs], [0, hs]], float) @ a.T + b
+    return a, b, corners
+
+
+def _warp_sprite(sprite: _Sprite, a, b, corners, width, height):
+    """Warp the sprite into the frame region it covers: (x0, y0, warped (h, w, 4)) or None."""
+    x0 = max(0, int(math.floor(corners[:, 0].min())) - 1)
+    y0 = max(0, int(math.floor(corners[:, 1].min())) - 1)
+    x1 = min(width, int(math.ceil(corners[:, 0].max())) + 1)
+    y1 = min(height, int(math.ceil(corners[:, 1].max())) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    # OpenCV index coordinates (pixel centres at integers), shifted to the region's origin
+    m = np.concatenate([a, (b + a @ [0.5, 0.5] - 0.5 - [x0, y0])[:, None]], axis=1)
+    warped = cv2.warpAffine(sprite.rgba, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+    return x0, y0, warped
+
+
+def _composite(frame, placed) -> None:
+    x0, y0, warped = placed
+    h, w = warped.shape[:2]
+    region = frame[y0:y0 + h, x0:x0 + w]
+    region *= 1.0 - warped[:, :, 3:4]
+    region += warped[:, :, :3]
+
+
+def visible_ratio_to_cover(ratio) -> np.ndarray:
+    """GOT-10k cover class: 0 = nothing visible, 1..7 = steps of 15 %, 8 = (almost) all visible."""
+    r = np.asarray(ratio, dtype=np.float64)
+    steps = np.clip(np.ceil(r / 0.15 - 1e-9), 1, 7)
+    return np.where(r >= 0.98, 8, np.where(r <= 0.0, 0, steps)).astype(np.int64)
+
+
+def _motion_kernel(length: int, angle_deg: float) -> np.ndarray:
+    k = np.zeros((length, length), np.float32)
+    c = (length - 1) / 2.0
+    dx, dy = math.cos(math.radians(angle_deg)) * c, math.sin(math.radians(angle_deg)) * c
+    cv2.line(k, (int(round((c - dx) * 16)), int(round((c - dy) * 16))),
+             (int(round((c + dx) * 16)), int(round((c + dy) * 16))), 1.0, 1, cv2.LINE_AA, 4)
+    return k / max(k.sum(), 1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+def _check_arguments(num_frames, frame_size, rotation_speed) -> tuple:
+    try:
+        n = int(num_frames)
+        width, height = (int(v) for v in frame_size)
+        lo_speed, hi_speed = (float(v) for v in rotation_speed)
+    except (TypeError, ValueError):
+        raise GeneratorInputError(f"bad num_frames / frame_size / rotation_speed: {num_frames!r}, "
+                                  f"{frame_size!r}, {rotation_speed!r}") from None
+    if n < 1:
+        raise GeneratorInputError(f"num_frames must be >= 1, got {num_frames}")
+    if width < 32 or height < 32:
+        raise GeneratorInputError(f"frame_size must be at least 32x32, got {tuple(frame_size)}")
+    if not 0 <= lo_speed <= hi_speed:
+        raise GeneratorInputError(f"rotation_speed must be (low, high) with 0 <= low <= high, got {tuple(rotation_speed)}")
+    return n, (width, height), (lo_speed, hi_speed)
+
+
+def generate_sequence(seed: int, num_frames: int = 100, frame_size=(320, 240), rotation_speed=(0.5, 4.0),
+                      rotating: bool = True, object_dir=None, background_dir=None,
+                      **options) -> GeneratedSequence:
+    """Generate one sequence (deterministic in ``seed`` and the arguments).
+
+    frame_size: (width, height); rotation_speed: (low, high) degrees per frame, the speed varies
+    smoothly in this range and the direction is random; rotating=False draws exactly the same
+    sequence without any in-plane rotation (the non-rotating twin). object_dir / background_dir:
+    folders of images to cut objects / backgrounds from (default: scikit-image's photos; an
+    object image with an alpha channel is used with its own mask). options: see GeneratorOptions.
+    """
+    opts = GeneratorOptions.from_kwargs(options)
+    n, (width, height), (lo_speed, hi_speed) = _check_arguments(num_frames, frame_size, rotation_speed)
+    object_pool = _ImagePool(object_dir, "object")
+    background_pool = _ImagePool(background_dir, "background")
+
+    # independent streams per component: changing one does not shift the others
+    streams = np.random.SeedSequence(int(seed)).spawn(6)
+    rng_target, rng_distract, rng_occl, rng_bg, rng_effects, rng_noise = (np.random.default_rng(s) for s in streams)
+    short = min(width, height)
+
+    # ---- target
+    size = rng_target.uniform(*opts.object_size) * short
+    aspect = math.exp(rng_target.uniform(math.log(opts.aspect_ratio[0]), math.log(opts.aspect_ratio[1])))
+    target = _make_object(rng_target, object_pool, size * math.sqrt(aspect), size / math.sqrt(aspect),
+                          opts.texture_prob)
+    base_w, base_h = (s / target.resolution for s in target.size)
+    log_lo, log_hi = math.log(opts.scale_range[0]), math.log(opts.scale_range[1])
+    scales = np.exp((log_lo + log_hi) / 2 + (log_hi - log_lo) / 2 * _smooth_signal(rng_target, n))
+    extent = math.hypot(base_w, base_h) * scales.max()
+    margin = min(0.35 * extent, short / 2 - 2)
+    centers = _trajectory(rng_target, n, (margin, margin), (width - margin, height - margin), opts.max_speed)
+    angles = _rotation_profile(rng_target, n, (lo_speed, hi_speed), opts.reverse_prob)
+
+    # ---- distractors
+    distractors = []
+    count = int(rng_distract.integers(opts.num_distractors[0], opts.num_distractors[1] + 1))
+    for _ in range(count):
+        similar = rng_distract.random() < opts.similar_distractor_prob
+        d_size = size * rng_distract.uniform(0.7, 1.2)
+        d_aspect = math.exp(rng_distract.uniform(math.log(opts.aspect_ratio[0]), math.log(opts.aspect_ratio[1])))
+        sprite = _make_object(rng_distract, object_pool, d_size * math.sqrt(d_aspect), d_size / math.sqrt(d_aspect),
+                              opts.texture_prob, like=target if similar else None)
+        d_scales = np.exp(0.15 * _smooth_signal(rng_distract, n))
+        d_centers = _trajectory(rng_distract, n, (0, 0), (width, height), opts.max_speed * 1.2)
+        d_angles = rng_distract.uniform(-180, 180) + _rotation_profile(rng_distract, n, (lo_speed, hi_speed),
+                                                                      opts.reverse_prob)
+        front = rng_distract.random() < opts.distractor_front_prob
+        # a distractor in front passes over the target once (relative speed 4..8 px/frame), so
+        # that it occludes for a while instead of hovering on the target
+        direction = _rot(rng_distract.uniform(-180, 180)) @ [1.0, 0.0]
+        t_cross, pass_speed = rng_distract.uniform(0.2, 0.8) * n, rng_distract.uniform(4.0, 8.0)
+        side = (_rot(90) @ direction) * rng_distract.uniform(-0.4, 0.4) * extent
+        if front:
+            d_centers = centers + side + direction[None] * pass_speed * (np.arange(n)[:, None] - t_cross)
+        distractors.append((sprite, d_centers, d_scales, d_angles, front))
+
+    # ---- background (a zoomed photo drifting slowly)
+    bg_photo, _, bg_name = background_pool.get(int(rng_bg.integers(len(background_pool))), rng_bg)
+    bh, bw = bg_photo.shape[:2]
+    pan = opts.background_pan
+    cover_scale = max((width + 2 * pan + 2) / bw, (height + 2 * pan + 2) / bh)
+    zoom = cover_scale * rng_bg.uniform(1.0, 1.8)
+    bg = cv2.resize(bg_photo, (max(1, int(math.ceil(bw * zoom))), max(1, int(math.ceil(bh * zoom)))),
+                    interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR)
+    origin = np.array([rng_bg.uniform(pan, bg.shape[1] - width - pan), rng_bg.uniform(pan, bg.shape[0] - height - pan)])
+    drift = pan * np.stack([_smooth_signal(rng_bg, n, period=(80, 300)), _smooth_signal(rng_bg, n, period=(80, 300))], 1)
+
+    # ---- occluding bar crossing the target's path
+    occluder = None
+    if rng_occl.random() < opts.occlusion_prob:
+        full = rng_occl.random() < opts.full_occlusion_prob
+        bar_w = extent * (rng_occl.uniform(1.0, 1.2) if full else rng_occl.uniform(0.2, 0.5))
+        bar = _bar_sprite(rng_occl, bg_photo, bar_w, 2.5 * max(width, height))
+        bar_angle = rng_occl.uniform(-180, 180)       # the bar's long axis; it moves across it
+        normal = _rot(bar_angle) @ [1.0, 0.0]
+        t_cross = rng_occl.uniform(0.25, 0.75) * n
+        speed = rng_occl.uniform(4.0, 7.0) + (2.0 if full else 0.0)   # px/frame across the target
+        # relative to the target: the crossing takes (bar width + target extent) / speed frames
+        bar_centers = centers + normal[None] * speed * (np.arange(n)[:, None] - t_cross)
+        occluder = (bar, bar_centers, bar_angle)
+    else:
+        rng_occl.random()
+
+    # ---- effects
+    gain = 1.0 + opts.lighting * _smooth_signal(rng_effects, n, period=(40, 150))
+    gradient = 0.5 * opts.lighting * _smooth_signal(rng_effects, n, period=(40, 150))
+    light_dir = rng_effects.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    ramp = ((xx - width / 2) * math.cos(light_dir) + (yy - height / 2) * math.sin(light_dir)) / (width / 2)
+    has_blur = rng_effects.random() < opts.blur_prob
+    blur_signal = _smooth_signal(rng_effects, n, period=(15, 60))
+    blur = np.where(has_blur & (blur_signal > 0.45), 3 + 2 * np.round(3 * (blur_signal - 0.45) / 0.55), 0).astype(int)
+
+    if not rotating:
+        angles = np.zeros(n)
+        distractors = [(s, c, sc, np.full(n, a[0]), f) for s, c, sc, a, f in distractors]
+
+    frames, boxes, polygons, ratios, cut = [], np.zeros((n, 4)), np.zeros((n, 8)), np.zeros(n), np.zeros(n, bool)
+    target_area_unit = target.alpha_sum / target.resolution ** 2
+    for t in range(n):
+        m_bg = np.array([[1.0, 0, origin[0] + drift[t, 0]], [0, 1.0, origin[1] + drift[t, 1]]])
+        frame = cv2.warpAffine(bg, m_bg, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+        front_layers = []
+        for sprite, d_centers, d_scales, d_angles, front in distractors:
+            placed = _warp_sprite(sprite, *_placement(sprite, d_centers[t], d_scales[t], d_angles[t]), width, height)
+            if placed is None:
+                continue
+            if front:
+                front_layers.append(placed)
+            else:
+                _composite(frame, placed)
+        a, b, corners = _placement(target, centers[t], scales[t], angles[t])
+        polygons[t] = corners.reshape(-1)
+        placed = _warp_sprite(target, a, b, corners, width, height)
+        if occluder is not None:
+            bar, bar_centers, bar_angle = occluder
+            front_layers.append(_warp_sprite(bar, *_placement(bar, bar_centers[t], 1.0, bar_angle), width, height))
+        visible = 0.0
+        if placed is not None:
+            _composite(frame, placed)
+            x0, y0, warped = placed
+            alpha = warped[:, :, 3]
+            mask = alpha >= 0.5
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            if rows.size:
+                boxes[t] = [x0 + cols[0], y0 + rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1]
+            else:
+                boxes[t] = np.nan
+            # visibility through the layers in front of the target
+            transmit = np.ones_like(alpha)
+            h, w = alpha.shape
+            for layer in front_layers:
+                if layer is None:
+                    continue
+                lx0, ly0, lw = layer
+                ox0, oy0 = max(x0, lx0), max(y0, ly0)
+                ox1, oy1 = min(x0 + w, lx0 + lw.shape[1]), min(y0 + h, ly0 + lw.shape[0])
+                if ox1 > ox0 and oy1 > oy0:
+                    transmit[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0] *= 1.0 - lw[oy0 - ly0:oy1 - ly0, ox0 - lx0:ox1 - lx0, 3]
+            visible = float((alpha * transmit).sum())
+        else:
+            boxes[t] = np.nan
+        for layer in front_layers:
+            if layer is not None:
+                _composite(frame, layer)
+        ratios[t] = min(1.0, visible / (target_area_unit * scales[t] ** 2))
+        cut[t] = corners[:, 0].min() < 0 or corners[:, 1].min() < 0 or corners[:, 0].max() > width \
+            or corners[:, 1].max() > height
+        # lighting, blur, noise
+        frame *= (gain[t] * (1.0 + gradient[t] * ramp))[..., None]
+        if blur[t]:
+            if t + 1 < n:
+                motion = centers[t + 1] - centers[t]
+            else:
+                motion = centers[t] - centers[t - 1] if n > 1 else np.array([1.0, 0.0])
+            direction = math.degrees(math.atan2(motion[1], motion[0])) if np.any(motion) else 0.0
+            frame = cv2.filter2D(frame, -1, _motion_kernel(int(blur[t]), direction), borderType=cv2.BORDER_REFLECT)
+        if opts.noise_std > 0:
+            frame += rng_noise.standard_normal(frame.shape, dtype=np.float32) * opts.noise_std
+        frames.append(np.clip(frame + 0.5, 0, 255).astype(np.uint8))
+
+    absent = ratios < 0.01
+    cover = visible_ratio_to_cover(ratios)
+    cover[absent] = 0
+    sprite_alpha = target.rgba[:, :, 3]
+    object_rgb = np.clip(target.rgba[:, :, :3] / np.maximum(sprite_alpha, 1e-6)[..., None] + 0.5, 0, 255)
+    meta = {
+        "generator": "ien-tracking synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "rotating": bool(rotating),
+        "rotation_speed": [lo_speed, hi_speed],
+        "frame_size": [width, height],
+        "object": target.description,
+        "background": bg_name if isinstance(bg_name, str) else str(bg_name),
+        "distractors": len(distractors),
+        "occluder": occluder is not None,
+        "options": dataclasses.asdict(opts),
+    }
+    return GeneratedSequence(frames=frames, boxes=boxes, angles=angles.astype(np.float64), polygons=polygons,
+                             absent=absent, cover=cover, centers=centers, scales=scales, blur=blur, cut_by_image=cut,
+                             object_rgb=object_rgb.astype(np.uint8), object_alpha=sprite_alpha.copy(),
+                             sprite_resolution=target.resolution, meta=meta)
+
+
+# ------------------------------------------------------------------------------------------------
+# GOT-10k layout writer
+def sequence_seed(seed: int, index: int) -> int:
+    """Seed of sequence ``index`` of a dataset generated with ``seed`` (independent per sequence)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _sequence_name(subset: str, index: int) -> str:
+    return f"SYN_{subset}_{index + 1:05d}"
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_sequence(sequence: GeneratedSequence, folder, jpeg_quality: int = 90) -> Path:
+    """Write a GeneratedSequence as a GOT-10k sequence folder (written to a temp folder, then renamed)."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        for t, frame in enumerate(sequence.frames):
+            path = tmp / f"{t + 1:08d}.jpg"
+            if not cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]):
+                raise OSError(f"cannot write {path}")
+        np.savetxt(tmp / "groundtruth.txt", sequence.boxes, fmt="%.2f", delimiter=",")
+        np.savetxt(tmp / "absence.label", sequence.absent.astype(int), fmt="%d")
+        np.savetxt(tmp / "cover.label", sequence.cover.astype(int), fmt="%d")
+        cut = sequence.cut_by_image if sequence.cut_by_image is not None else np.zeros(len(sequence), bool)
+        np.savetxt(tmp / "cut_by_image.label", np.asarray(cut).astype(int), fmt="%d")
+        np.savetxt(tmp / "angle.txt", sequence.angles, fmt="%.3f")
+        np.savetxt(tmp / "polygon.txt", sequence.polygons, fmt="%.2f", delimiter=",")
+        lines = ["[METAINFO]"]
+        for key, value in sequence.meta.items():
+            # got10k's reader splits lines on ': ', so values use compact JSON (no ': ' inside)
+            lines.append(f"{key}: {json.dumps(value, separators=(',', ':'))}" if isinstance(value, (dict, list))
+                         else f"{key}: {value}")
+        lines.append(f"resolution: ({sequence.frames[0].shape[1]}, {sequence.frames[0].shape[0]})")
+        (tmp / "meta_info.ini").write_text("\n".join(lines) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _generate_and_write(job: tuple) -> str:
+    folder, seq_seed, index, kwargs = job
+    sequence = generate_sequence(seq_seed, **kwargs)
+    sequence.meta["sequence_index"] = index
+    write_sequence(sequence, folder)
+    return folder.name
+
+
+def generate_dataset(root, num_sequences: int, seed: int = 0, subset: str = "train", num_frames: int = 100,
+                     frame_size=(320, 240), rotating: bool = True, object_dir=None, background_dir=None,
+                     workers: int = 1, rotation_speed=(0.5, 4.0), overwrite: bool = False, progress: bool = False,
+                     **options) -> Path:
+    """Generate ``num_sequences`` sequences in GOT-10k layout under ``root/<subset>``; returns that folder.
+
+    Files per sequence: 00000001.jpg ..., groundtruth.txt (x,y,w,h, '%.2f'), absence.label,
+    cover.label, cut_by_image.label, angle.txt (deg CCW, cumulative), polygon.txt (x1,y1,...,x4,y4),
+    meta_info.ini. Sequence i uses ``sequence_seed(seed, i)``, so it does not depend on the others.
+    list.txt is written last: a folder without it is an interrupted run. An existing non-empty
+    subset folder is an error unless ``overwrite``.
+    """
+    GeneratorOptions.from_kwargs(options)        # reject bad input before any work
+    _check_arguments(num_frames, frame_size, rotation_speed)
+    for folder in (object_dir, background_dir):
+        if folder is not None:
+            _list_images(folder, "object" if folder is object_dir else "background")
+    if int(num_sequences) < 1:
+        raise GeneratorInputError(f"num_sequences must be >= 1, got {num_sequences}")
+    if not subset or "/" in subset or subset.startswith("."):
+        raise GeneratorInputError(f"bad subset name {subset!r}")
+    out = Path(root) / subset
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise GeneratorInputError(f"output folder is not empty: {out} (pass overwrite=True / --overwrite to replace it)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(num_frames=num_frames, frame_size=tuple(frame_size), rotating=rotating,
+                  rotation_speed=tuple(rotation_speed),
+                  object_dir=None if object_dir is None else str(object_dir),
+                  background_dir=None if background_dir is None else str(background_dir), **options)
+    jobs = [(out / _sequence_name(subset, i), sequence_seed(seed, i), i, kwargs) for i in range(int(num_sequences))]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(jobs), desc=f"generating {subset}", unit="seq")
+    if workers and workers > 1:
+        with ProcessPoolExecutor(max_workers=int(workers)) as pool:
+            for _ in pool.map(_generate_and_write, jobs):
+                bar is not None and bar.update()
+    else:
+        for job in jobs:
+            _generate_and_write(job)
+            bar is not None and bar.update()
+    if bar is not None:
+        bar.close()
+    _atomic_text(out / "list.txt", "\n".join(job[0].name for job in jobs) + "\n")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the embedded default datasets
+def default_dataset_spec(split: str = "train", rotating: bool = True) -> dict:
+    """The exact arguments of the default dataset of ``split`` (what its cache key is made of)."""
+    if split not in _DEFAULT_SPECS:
+        raise GeneratorInputError(f"unknown default split {split!r} (use train or test)")
+    spec = dict(_DEFAULT_SPECS[split])
+    spec.update(frame_size=list(_DEFAULT_FRAME_SIZE), rotating=bool(rotating), rotation_speed=[0.5, 4.0],
+                generator_version=GENERATOR_VERSION, options=dataclasses.asdict(GeneratorOptions()),
+                photos=list(_COLOR_PHOTOS + _GRAY_PHOTOS), split=split)
+    return spec
+
+
+def _cache_root(root) -> Path:
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("IEN_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "ien-tracking") / "generated"
+
+
+def _cached_dataset(root: Path, spec: dict, workers: int = 1) -> Path:
+    """Generate ``spec`` once under ``root/<split>-<rot|static>-<hash>`` (atomically) and return its subset folder."""
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    name = f"{spec['split']}-{'rot' if spec['rotating'] else 'static'}-{key}"
+    final = root / name
+    subset_dir = final / spec["subset"]
+    if (subset_dir / "list.txt").is_file():
+        return subset_dir
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        generate_dataset(tmp, spec["num_sequences"], seed=spec["seed"], subset=spec["subset"],
+                         num_frames=spec["num_frames"], frame_size=tuple(spec["frame_size"]),
+                         rotating=spec["rotating"], rotation_speed=tuple(spec["rotation_speed"]), workers=workers,
+                         **spec["options"])
+        _atomic_text(tmp / "spec.json", json.dumps(spec, indent=1, sort_keys=True) + "\n")
+        if final.exists() and not (subset_dir / "list.txt").is_file():
+            shutil.rmtree(final)                         # not ours: a complete folder has list.txt
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (subset_dir / "list.txt").is_file():   # not a concurrent run that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return subset_dir
+
+
+def default_dataset(split: str = "train", rotating: bool = True, root=None, workers: int = 1) -> Path:
+    """The embedded default dataset (GOT-10k layout subset folder), generated once and cached.
+
+    split "train": 40 sequences x 100 frames; "test": 12 x 120 frames (subset folder named "val"
+    so that got10k's ExperimentGOT10k can evaluate it locally). Fixed seeds, the test seeds
+    disjoint from the train seeds; rotating=False is the non-rotating twin (same seeds and content).
+    Cached under ``root`` (default ``$IEN_CACHE/generated`` or ``~/.cache/ien-tracking/generated``)
+    in a folder named after a hash of the generator version and all options, so a change
+    regenerates. Generated in a temp folder and renamed: an interrupted run leaves nothing that
+    is taken as complete.
+    """
+    return _cached_dataset(_cache_root(root), default_dataset_spec(split, rotating), workers=workers)

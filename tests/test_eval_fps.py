@@ -1,0 +1,129 @@
+"""tools/benchmark_fps.py: timing statistics, backbone timing, ratios, CLI wiring (with a
+stand-in tracker registry; no wall-clock assertions)."""
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from got10k.trackers import Tracker
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("_tool_benchmark_fps",
+                                               ROOT / "tools" / "benchmark_fps.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+class _TinyModel(torch.nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.backbone = torch.nn.Conv2d(3, width, 3, stride=4)
+        self.config = types.SimpleNamespace(instance_size=31)
+
+
+class _TinyTracker(Tracker):
+    """Runs its backbone on a crop each update, like a Siamese tracker."""
+
+    def __init__(self, width):
+        super().__init__("tiny", is_deterministic=True)
+        self.model = _TinyModel(width).eval()
+        self.updates = 0
+
+    def init(self, image, box):
+        self.box = np.asarray(box, float)
+
+    def update(self, image):
+        self.updates += 1
+        crop = torch.from_numpy(np.asarray(image.resize((31, 31)), np.float32)).permute(2, 0, 1)
+        with torch.no_grad():
+            self.model.backbone(crop[None])
+        return self.box
+
+
+def test_timing_stats_by_hand():
+    stats = bench.timing_stats([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert stats["median_ms"] == pytest.approx(3.0)
+    assert stats["q25_ms"] == pytest.approx(2.0) and stats["q75_ms"] == pytest.approx(4.0)
+    assert stats["fps"] == pytest.approx(1000 / 3) and stats["n"] == 5
+
+
+def test_time_tracker_cycles_frames_and_counts_only_timed_updates():
+    frames = [Image.new("RGB", (40, 30)) for _ in range(4)]
+    tracker = _TinyTracker(4)
+    stats = bench.time_tracker(tracker, frames, [5, 5, 10, 10], warmup=3, count=7)
+    assert tracker.updates == 10 and stats["n"] == 7 and stats["fps"] > 0
+    backbone = bench.time_backbone(tracker.model.backbone, 31, warmup=1, count=4)
+    assert backbone["n"] == 4 and backbone["input"] == [1, 3, 31, 31]
+    assert tracker.model.backbone.training is False
+
+
+def test_ratios_pair_ien_with_re_and_plain():
+    def entry(name, fps, bb):
+        return {"name": name, "tracker": {"fps": fps}, "backbone": {"fps": bb}}
+    ratios = bench.fps_ratios({"siamfc": entry("siamfc", 60, 200),
+                               "re-siamfc": entry("re-siamfc", 20, 50),
+                               "siamfc-plain": entry("siamfc-plain", 90, 400)})
+    assert ratios["siamfc / re-siamfc"] == {"tracker": 3.0, "backbone": 4.0}
+    assert ratios["siamfc-plain / siamfc"] == {"tracker": 1.5, "backbone": 2.0}
+
+
+def _one_sequence(root):
+    seq = root / "val" / "seq1"
+    seq.mkdir(parents=True)
+    for i in range(1, 4):
+        Image.new("RGB", (40, 30), (i * 50, 0, 0)).save(seq / f"{i:08d}.jpg")
+    np.savetxt(seq / "groundtruth.txt", [[5, 5, 10, 10]] * 3, fmt="%d", delimiter=",")
+    return root
+
+
+def test_cli_with_a_stand_in_registry(tmp_path, monkeypatch, capsys):
+    widths = {"siamfc": 4, "re-siamfc": 8, "siamfc-plain": 2}
+    registry = types.ModuleType("tracker")
+
+    def build_tracker(name, checkpoint=None, device=None):
+        if name not in widths:
+            raise KeyError(f"unknown tracker {name!r}")
+        return _TinyTracker(widths[name])
+    registry.build_tracker = build_tracker
+    monkeypatch.setitem(sys.modules, "tracker", registry)
+    root = str(_one_sequence(tmp_path / "data"))
+    args = ["--root", root, "--device", "cpu", "--warmup", "1", "--frames", "3",
+            "--backbone-iters", "2"]
+    assert bench.main(args + ["--trackers", "siamfc", "re-siamfc", "siamfc-plain",
+                              "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["batch"] == 1 and report["trackers"]["re-siamfc"]["tracker"]["n"] == 3
+    assert report["trackers"]["siamfc"]["parameters"] == 4 * 3 * 9 + 4
+    assert set(report["ratios"]) == {"siamfc / re-siamfc", "siamfc-plain / siamfc"}
+    assert bench.main(args + ["--trackers", "siamfc", "re-siamfc"]) == 0
+    assert "FPS ratio siamfc / re-siamfc" in capsys.readouterr().out
+    assert bench.main(args + ["--trackers", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown tracker 'nope'" in err[0]
+
+
+def test_cli_without_a_registry_fails_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tracker", types.ModuleType("tracker"))
+    assert bench.main(["--root", str(_one_sequence(tmp_path / "d")), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tracker.build_tracker is not available" in err[0]
+
+
+def test_cli_times_an_untrained_model_from_a_training_config(tmp_path, capsys):
+    """The real registry: a .toml config gives an untrained tracker of that architecture."""
+    config = ROOT / "configs" / "tracking" / "siamfc_plain.toml"
+    pytest.importorskip("tracker.models")
+    if not config.is_file():
+        pytest.skip("configs/tracking/siamfc_plain.toml not present")
+    root = str(_one_sequence(tmp_path / "data"))
+    assert bench.main(["--root", root, "--device", "cpu", "--warmup", "0", "--frames", "2",
+                       "--backbone-iters", "1", "--json",
+                       "--trackers", f"siamfc-plain={config}"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    entry = report["trackers"]["siamfc-plain@siamfc_plain"]
+    assert entry["tracker"]["n"] == 2 and entry["backbone"]["input"] == [1, 3, 255, 255]

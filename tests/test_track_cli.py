@@ -1,0 +1,202 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import tracker as tracker_pkg
+from backbones import to_dict
+from backbones.checkpoints import save_atomic
+from evaluation.metrics import box_iou
+from tracker.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import track  # noqa: E402
+
+SIZE, N = 24, 10
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model({"type": "siamfc", "backbone": {"name": "resnet22", "group": "R8", "width_mult": 0.0625}})
+    path = tmp_path_factory.mktemp("ckpt") / "siamfc.pth"
+    save_atomic({"config": {"model": to_dict(model.config), "train": {}}, "model": model.state_dict()}, path)
+    return path
+
+
+def moving_frames(seed=0):
+    """RGB frames of a block-pattern target moving over a smooth background, and its boxes."""
+    rng = np.random.default_rng(seed)
+    bg = cv2.resize(rng.integers(80, 150, (12, 16, 3)).astype(np.uint8), (128, 96), interpolation=cv2.INTER_LINEAR)
+    target = cv2.resize(rng.integers(0, 256, (6, 6, 3)).astype(np.uint8), (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
+    frames, boxes = [], []
+    for t in range(N):
+        x, y = 20 + 4 * t, 20 + 3 * t
+        frame = bg.copy()
+        frame[y:y + SIZE, x:x + SIZE] = target
+        frames.append(frame)
+        boxes.append([x, y, SIZE, SIZE])
+    return frames, np.array(boxes, dtype=np.float64)
+
+
+def write_video(path, frames):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def count_video_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def call(capsys, *argv):
+    code = track.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_orientations_write_the_angle_column(tmp_path, capsys, checkpoint):
+    frames, boxes = moving_frames()
+    video = tmp_path / "clip.avi"
+    write_video(video, frames)
+    out_boxes = tmp_path / "boxes.txt"
+    code, out, err = call(capsys, "--video", video, "--init-box", "20,20,24,24", "--checkpoint", checkpoint,
+                          "--boxes", out_boxes, "--no-display", "--device", "cpu", "--orientations", "4")
+    assert code == 0, err
+    pred = np.loadtxt(out_boxes, delimiter=",")
+    assert pred.shape == (N, 5) and np.allclose(pred[0], [20, 20, 24, 24, 0])
+    assert set(np.round(pred[:, 4] % 360).tolist()) <= {0.0, 90.0, 180.0, 270.0}
+
+
+def assert_one_error_line(code, err, match):
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("tracking:")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_tracks_a_video_file_writes_video_and_boxes(tmp_path, capsys, checkpoint):
+    frames, boxes = moving_frames()
+    video = tmp_path / "clip.avi"
+    write_video(video, frames)
+    out_video, out_boxes = tmp_path / "out" / "tracked.mp4", tmp_path / "out" / "boxes.txt"
+    code, out, err = call(capsys, "--video", video, "--init-box", "20,20,24,24", "--checkpoint", checkpoint,
+                          "--output", out_video, "--boxes", out_boxes, "--no-display", "--device", "cpu")
+    assert code == 0, err
+    assert "FPS" in out
+    pred = np.loadtxt(out_boxes, delimiter=",")
+    assert pred.shape == (N, 4) and np.allclose(pred[0], [20, 20, 24, 24])
+    assert box_iou(pred, boxes).mean() > 0.6          # MJPG compression: a little below the raw frames
+    assert count_video_frames(out_video) == N
+    assert not [p for p in out_video.parent.iterdir() if p.name.startswith(".")]   # no temp files left
+
+
+def test_folder_with_gray_rgba_and_16bit_frames(tmp_path, capsys, checkpoint):
+    frames, boxes = moving_frames(1)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        if i % 3 == 1:
+            bgr = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        elif i % 3 == 2:
+            bgr = np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)])
+        if i == 4:
+            bgr = bgr.astype(np.uint16) * 257
+        cv2.imwrite(str(folder / f"{i:05d}.png"), bgr)
+    (folder / "notes.txt").write_text("not a frame")
+    out_boxes = tmp_path / "boxes.txt"
+    code, out, err = call(capsys, "--video", folder, "--init-box", "20 20 24 24", "--checkpoint", checkpoint,
+                          "--boxes", out_boxes, "--no-display")
+    assert code == 0, err
+    pred = np.loadtxt(out_boxes, delimiter=",")
+    assert pred.shape == (N, 4) and box_iou(pred, boxes).mean() > 0.6
+
+
+def test_demo_writes_video_and_reports_iou(tmp_path, capsys, checkpoint):
+    out_video = tmp_path / "demo.mp4"
+    code, out, err = call(capsys, "--checkpoint", checkpoint, "--demo-frames", 4, "--output", out_video,
+                          "--no-display")
+    assert code == 0, err
+    assert "mean IoU to the ground truth" in out and "FPS" in out
+    assert count_video_frames(out_video) == 4
+    assert np.loadtxt(tmp_path / "demo_boxes.txt", delimiter=",").shape == (4, 4)
+
+
+def test_every_bad_input_gives_one_error_line(tmp_path, capsys, checkpoint, monkeypatch):
+    frames, _ = moving_frames()
+    video = tmp_path / "clip.avi"
+    write_video(video, frames[:3])
+    garbage = tmp_path / "broken.mp4"
+    garbage.write_bytes(b"\x00" * 2000)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no frames here")
+    bad_frames = tmp_path / "badframes"
+    bad_frames.mkdir()
+    (bad_frames / "00001.png").write_bytes(b"not a png")
+    base = ["--checkpoint", checkpoint, "--no-display"]
+    cases = [
+        (["--video", tmp_path / "missing.mp4", "--init-box", "1,1,5,5"], "video not found"),
+        (["--video", garbage, "--init-box", "1,1,5,5"], "cannot open video"),
+        (["--video", empty, "--init-box", "1,1,5,5"], "no image files"),
+        (["--video", bad_frames, "--init-box", "1,1,5,5"], "cannot read frame"),
+        (["--video", "7", "--init-box", "1,1,5,5"], "cannot open camera 7"),
+        (["--video", video, "--init-box", "500,20,10,10"], "outside"),
+        (["--video", video, "--init-box", "20,20,0,10"], "zero or negative size"),
+        (["--video", video, "--init-box", "20,20,10"], "4 numbers"),
+        (["--video", video, "--init-box", "a,b,c,d"], "x,y,w,h"),
+        (["--video", video], "no --init-box"),
+        (["--init-box", "1,1,2,2"], "needs --video"),
+        (["--video", video, "--init-box", "20,20,9,9", "--device", "bogus"], "unknown device"),
+        (["--video", video, "--init-box", "20,20,9,9", "--threads", "0"], "--threads"),
+    ]
+    for argv, match in cases:
+        code, _, err = call(capsys, *argv, *base)
+        assert_one_error_line(code, err, match)
+    bad_ckpt = tmp_path / "bad.pth"
+    bad_ckpt.write_bytes(b"junk")
+    code, _, err = call(capsys, "--video", video, "--init-box", "20,20,9,9", "--checkpoint", bad_ckpt, "--no-display")
+    assert_one_error_line(code, err, "cannot read checkpoint")
+    monkeypatch.setattr(tracker_pkg, "WEIGHTS_DIR", tmp_path / "none")
+    code, _, err = call(capsys, "--video", video, "--init-box", "20,20,9,9", "--no-display")
+    assert_one_error_line(code, err, "bundled weights tracker/weights/siamfc_ien.pth not found")
+    code, _, err = call(capsys, "--no-display")                      # the demo needs weights too
+    assert_one_error_line(code, err, "bundled weights")
+    # an output folder that cannot be created
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = call(capsys, "--video", video, "--init-box", "20,20,9,9", "--checkpoint", checkpoint,
+                        "--boxes", blocker / "sub" / "b.txt", "--no-display")
+    assert_one_error_line(code, err, "error")
+
+
+def test_script_exits_2_without_traceback_or_decoder_noise(tmp_path):
+    """As a real process: exactly one stderr line, even where FFmpeg would log its own complaint."""
+    garbage = tmp_path / "broken.mp4"
+    garbage.write_bytes(b"\x00" * 2000)
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "track.py"), "--video", str(garbage),
+                           "--init-box", "1,1,4,4", "--no-display"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: cannot open video {garbage} (not a video OpenCV can decode)"]

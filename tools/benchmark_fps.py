@@ -1,0 +1,312 @@
+#!/usr/bin/env python
+"""Frames per second of plain, IEN and RE-SiamNet trackers side by side, batch 1.
+
+    python tools/benchmark_fps.py                          # default trackers, default device
+    python tools/benchmark_fps.py --device cuda --json
+    python tools/benchmark_fps.py --trackers siamfc=runs/siamfc.pth re-siamfc --frames 300
+    python tools/benchmark_fps.py --trackers siamfc-plain=configs/tracking/siamfc_plain.toml
+
+Each tracker is initialised on the first frame of a sequence (default: the first generated
+rotating test sequence), updated on ``--warmup`` frames that are not timed, then on
+``--frames`` timed frames (the sequence is cycled if it is shorter). A frame's time is one
+``update()`` call: crop, resize, normalisation, network and box decoding included; decoding
+the JPEG is not (frames are loaded beforehand). The backbone alone is timed on a
+(1, 3, S, S) search-size tensor, S = the model's instance size. Reported: median and
+interquartile range of the per-frame times, FPS = 1 / median, and the FPS ratios
+IEN / RE-SiamNet (e.g. siamfc / re-siamfc) and plain / IEN (siamfc-plain / siamfc).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from evaluation.datasets import DatasetError, load_sequences  # noqa: E402
+from evaluation.experiment import (TrackerSpecError, build_named_tracker,  # noqa: E402
+                                   parse_tracker_spec)
+
+DEFAULT_TRACKERS = ["siamfc-plain", "siamfc", "re-siamfc", "siamrpn-plain", "siamrpn"]
+
+
+class BenchmarkError(ValueError):
+    """Bad input to the benchmark."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="FPS of trackers and of their backbones, batch 1.")
+    p.add_argument("--trackers", nargs="+", default=None, metavar="NAME[=PATH]",
+                   help="tracker.build_tracker names, optionally =CHECKPOINT.pth or "
+                        "=CONFIG.toml (untrained model of that architecture; FPS needs no "
+                        f"weights). Default: {' '.join(DEFAULT_TRACKERS)}, skipping those "
+                        "that cannot be built")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="default: cuda if available, else cpu")
+    p.add_argument("--root", type=Path, default=None,
+                   help="dataset folder whose first sequence is used (default: generated)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed frames first (default 10)")
+    p.add_argument("--frames", type=int, default=100, help="timed frames (default 100)")
+    p.add_argument("--backbone-iters", type=int, default=50,
+                   help="timed backbone passes (default 50)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = p.parse_args(argv)
+    args.skip_unavailable = args.trackers is None
+    if args.trackers is None:
+        args.trackers = list(DEFAULT_TRACKERS)
+    return args
+
+
+def _sync(device) -> None:
+    import torch
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timing_stats(seconds) -> dict:
+    """Median, quartiles (ms) and FPS = 1 / median of per-call times in seconds."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    q25, median, q75 = np.percentile(ms, [25, 50, 75])
+    return {"median_ms": float(median), "q25_ms": float(q25), "q75_ms": float(q75),
+            "iqr_ms": float(q75 - q25), "fps": float(1000.0 / median) if median > 0 else None,
+            "mean_fps": float(np.mean(1000.0 / ms[ms > 0])) if (ms > 0).any() else None,
+            "n": int(ms.size)}
+
+
+def time_tracker(tracker, frames: list, init_box, warmup: int, count: int,
+                 device=None) -> dict:
+    """Per-frame update() time of a got10k tracker on ``frames`` (PIL images, cycled)."""
+    if count < 1 or warmup < 0:
+        raise BenchmarkError("need --frames >= 1 and --warmup >= 0")
+    if len(frames) < 2:
+        raise BenchmarkError("the benchmark sequence needs at least 2 frames")
+    tracker.init(frames[0], np.asarray(init_box, dtype=np.float64))
+    times = []
+    for i in range(warmup + count):
+        image = frames[1 + i % (len(frames) - 1)]
+        start = time.perf_counter()
+        tracker.update(image)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return timing_stats(times)
+
+
+def _model_of(tracker):
+    model = getattr(tracker, "model", None)
+    return model if model is not None else getattr(tracker, "net", None)
+
+
+def _search_size(tracker, model) -> int:
+    for owner, attr in ((getattr(model, "config", None), "instance_size"),
+                        (getattr(tracker, "cfg", None), "instance_sz"),
+                        (getattr(tracker, "config", None), "instance_size"),
+                        (tracker, "instance_size")):
+        value = getattr(owner, attr, None) if owner is not None else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return 255
+
+
+def time_backbone(backbone, size: int, warmup: int, count: int) -> dict:
+    """Forward time of ``backbone`` alone on a (1, 3, size, size) input, batch 1."""
+    import torch
+
+    try:
+        param = next(backbone.parameters())
+        device, dtype = param.device, param.dtype
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    x = torch.rand(1, 3, size, size, device=device, dtype=dtype) * 255.0
+    was_training = backbone.training
+    backbone.eval()
+    times = []
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + count):
+                start = time.perf_counter()
+                backbone(x)
+                _sync(device)
+                if i >= warmup:
+                    times.append(time.perf_counter() - start)
+    finally:
+        backbone.train(was_training)
+    stats = timing_stats(times)
+    stats["input"] = [1, 3, size, size]
+    return stats
+
+
+def tracker_kind(name: str) -> tuple[str, str]:
+    """(family, kind) of a tracker name: "re-siamfc" -> ("siamfc", "re"), "siamfc-plain" ->
+    ("siamfc", "plain"), "siamfc" / "siamfc-ien" -> ("siamfc", "ien")."""
+    name = name.lower()
+    if name.startswith("re-"):
+        return name[3:], "re"
+    for suffix, kind in (("-plain", "plain"), ("-ien", "ien")):
+        if name.endswith(suffix):
+            return name[:-len(suffix)], kind
+    return name, "ien"
+
+
+def fps_ratios(results: dict) -> dict:
+    """FPS ratios IEN / RE-SiamNet and plain / IEN within each family (siamfc, siamrpn)."""
+    kinds = {label: tracker_kind(data["name"]) for label, data in results.items()}
+    ratios = {}
+    for num_kind, den_kind in (("ien", "re"), ("plain", "ien")):
+        for num, (num_family, nk) in kinds.items():
+            for den, (den_family, dk) in kinds.items():
+                if nk == num_kind and dk == den_kind and num_family == den_family:
+                    ratios[f"{num} / {den}"] = _ratio(results[num], results[den])
+    return ratios
+
+
+def _ratio(a: dict, b: dict) -> dict:
+    def div(x, y):
+        return float(x / y) if x and y else None
+    return {"tracker": div(a["tracker"]["fps"], b["tracker"]["fps"]),
+            "backbone": div((a.get("backbone") or {}).get("fps"),
+                            (b.get("backbone") or {}).get("fps"))}
+
+
+def _benchmark_frames(root: Path | None) -> tuple[list, np.ndarray, str]:
+    if root is None:
+        try:
+            from evaluation.synthetic import default_dataset
+        except ImportError as exc:
+            raise BenchmarkError("the generated dataset is not available "
+                                 f"(evaluation.synthetic.default_dataset: {exc}); pass --root"
+                                 ) from None
+        try:
+            root = Path(default_dataset(split="test", rotating=True))
+        except ValueError as exc:
+            raise BenchmarkError(f"generated dataset: {exc}") from None
+    seq = load_sequences(root)[0]
+    frames = []
+    for path in seq.img_files:
+        with Image.open(path) as image:
+            frames.append(image.convert("RGB"))
+    return frames, seq.boxes[0], f"{root}/{seq.name}"
+
+
+def _build(name: str, path: Path | None, device: str):
+    """A tracker from its bundled weights, a checkpoint, or (``.toml``) an untrained model of
+    the architecture a training config's [model] table describes: FPS needs no weights."""
+    if path is None or path.suffix.lower() != ".toml":
+        return build_named_tracker(name, path, device)
+    import tomllib
+
+    try:
+        model_table = tomllib.loads(path.read_text()).get("model")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BenchmarkError(f"cannot read {path}: {exc}") from None
+    if not isinstance(model_table, dict):
+        raise BenchmarkError(f"{path}: no [model] table")
+    try:
+        from tracker import build_tracker
+        from tracker.models import build_model
+    except ImportError as exc:
+        raise TrackerSpecError(f"tracker.build_tracker is not available ({exc})") from None
+    try:
+        model = build_model(model_table)
+        return build_tracker(name, model=model, device=device)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise BenchmarkError(f"cannot build tracker {name!r} from {path}: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    if args.frames < 1 or args.warmup < 0 or args.backbone_iters < 1:
+        raise BenchmarkError("need --frames >= 1, --warmup >= 0, --backbone-iters >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BenchmarkError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkError("--device cuda: no CUDA device is available")
+    specs = [parse_tracker_spec(s) for s in args.trackers]
+    labels = [label for label, _, _ in specs]
+    if len(set(labels)) != len(labels):
+        raise BenchmarkError("a tracker is given twice")
+    trackers, skipped = {}, {}
+    for label, name, path in specs:
+        try:
+            trackers[label] = (name, _build(name, path, device))
+        except (TrackerSpecError, BenchmarkError) as exc:
+            if not args.skip_unavailable:
+                raise
+            skipped[label] = str(exc)
+    if not trackers:
+        reasons = "; ".join(dict.fromkeys(skipped.values()))
+        raise BenchmarkError(f"no tracker could be built ({reasons}); pass NAME=CHECKPOINT.pth "
+                             "or NAME=CONFIG.toml")
+    for label, reason in skipped.items():
+        print(f"warning: skipping {label}: {reason}", file=sys.stderr)
+    frames, init_box, source = _benchmark_frames(args.root)
+
+    results = {}
+    for label, (name, tracker) in trackers.items():
+        entry = {"name": name,
+                 "tracker": time_tracker(tracker, frames, init_box, args.warmup, args.frames,
+                                         device)}
+        model = _model_of(tracker)
+        backbone = getattr(model, "backbone", None) if model is not None else None
+        if isinstance(backbone, torch.nn.Module):
+            entry["backbone"] = time_backbone(backbone, _search_size(tracker, model),
+                                              max(3, args.warmup), args.backbone_iters)
+            entry["parameters"] = int(sum(p.numel() for p in backbone.parameters()))
+        else:
+            entry["backbone"] = None
+        results[label] = entry
+    return {"device": device, "torch_threads": torch.get_num_threads(), "sequence": source,
+            "warmup": args.warmup, "frames": args.frames, "batch": 1,
+            "trackers": results, "skipped": skipped, "ratios": fps_ratios(results)}
+
+
+def format_table(report: dict) -> str:
+    lines = [f"device {report['device']} (torch threads {report['torch_threads']}), batch 1, "
+             f"{report['frames']} timed frames after {report['warmup']} warm-up, "
+             f"sequence {report['sequence']}", "",
+             "| Tracker | FPS | median ms | IQR ms | Backbone FPS | Backbone ms "
+             "| Backbone params |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, e in report["trackers"].items():
+        t, b = e["tracker"], e.get("backbone")
+        bb = (f"{b['fps']:.1f} | {b['median_ms']:.2f} | {e['parameters']:,}" if b
+              else "– | – | –")
+        lines.append(f"| {label} | {t['fps']:.1f} | {t['median_ms']:.2f} | {t['iqr_ms']:.2f} | "
+                     f"{bb} |")
+    for label, reason in report.get("skipped", {}).items():
+        lines.append(f"| {label} | skipped: {reason} | | | | | |")
+    if report["ratios"]:
+        lines.append("")
+        for pair, r in report["ratios"].items():
+            tracker = "–" if r["tracker"] is None else f"{r['tracker']:.2f}"
+            backbone = "–" if r["backbone"] is None else f"{r['backbone']:.2f}"
+            lines.append(f"FPS ratio {pair}: tracker {tracker}, backbone {backbone}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)     # e2cnn's torch deprecation noise
+            report = run(args)
+    except (BenchmarkError, DatasetError, TrackerSpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

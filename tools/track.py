@@ -1,0 +1,412 @@
+#!/usr/bin/env python
+"""Track one object through a video, a folder of frames or a camera.
+
+    python tools/track.py --video clip.mp4 --init-box 310,120,60,140 --output out.mp4 --boxes out.txt
+    python tools/track.py --video frames/ --tracker siamrpn --checkpoint runs/siamrpn.pth
+    python tools/track.py --video 0                  # camera 0; select the target with the mouse
+    python tools/track.py                            # the embedded demo (a generated rotating sequence)
+
+Without --init-box the target is selected with the mouse (cv2.selectROI) when a display exists.
+The box file has one "x,y,w,h" row per frame, the first being the initial box. The demo writes
+runs/demo/track_demo.mp4 and runs/demo/track_demo_boxes.txt and prints the mean IoU to the
+generated ground truth. Bad input ends with one "error: ..." line and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+DEMO_DIR = Path("runs") / "demo"
+BOX_COLOR = (0, 255, 0)       # BGR
+POLYGON_COLOR = (0, 200, 255)
+
+
+class TrackCLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# frame sources: iterators of RGB uint8 frames
+def bgr_to_rgb(frame: np.ndarray, where: str) -> np.ndarray:
+    """An OpenCV-decoded frame (gray, BGR, BGRA; 8 or 16 bit) as HxWx3 uint8 RGB."""
+    if frame is None or frame.size == 0:
+        raise TrackCLIError(f"cannot read {where}")
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)
+    elif frame.dtype != np.uint8:
+        frame = np.clip(frame, 0, 255).astype(np.uint8)
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    if frame.ndim == 3 and frame.shape[2] == 3:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    raise TrackCLIError(f"{where}: unsupported image shape {frame.shape}")
+
+
+def quiet_capture(target) -> cv2.VideoCapture:
+    """cv2.VideoCapture without OpenCV's and FFmpeg's log lines (we report failures ourselves)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")   # AV_LOG_QUIET, read when FFmpeg starts
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    old = logging.getLogLevel() if logging is not None else None
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(target)
+    finally:
+        if logging is not None:
+            logging.setLogLevel(old)
+
+
+class FrameSource:
+    """Frames of a video file, an image folder or a camera, as RGB arrays; ``fps`` and ``count`` when known."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.files: list[Path] | None = None
+        self.capture = None
+        self.fps = None
+        self.count = None
+        path = Path(spec)
+        if path.is_dir():
+            self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not self.files:
+                raise TrackCLIError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {spec}")
+            self.count = len(self.files)
+        elif path.is_file():
+            self.capture = quiet_capture(str(path))
+            if not self.capture.isOpened():
+                raise TrackCLIError(f"cannot open video {spec} (not a video OpenCV can decode)")
+            count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            self.count = count if count > 0 else None
+            fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0)
+            self.fps = fps if 0 < fps < 1000 else None
+        elif spec.isdigit():
+            self.capture = quiet_capture(int(spec))
+            if not self.capture.isOpened():
+                raise TrackCLIError(f"cannot open camera {spec}")
+        else:
+            raise TrackCLIError(f"video not found: {spec} (give a video file, a folder of frames or a camera index)")
+
+    def __iter__(self):
+        if self.files is not None:
+            for path in self.files:
+                yield bgr_to_rgb(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), f"frame {path}")
+            return
+        index = 0
+        while True:
+            ok, frame = self.capture.read()
+            if not ok:
+                if index == 0:
+                    raise TrackCLIError(f"cannot read any frame from {self.spec}")
+                return
+            yield bgr_to_rgb(frame, f"frame {index} of {self.spec}")
+            index += 1
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.release()
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs
+class AtomicVideoWriter:
+    """cv2.VideoWriter (mp4v) writing to a temporary file that is renamed into place on close()."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix or ".mp4",
+                                   dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
+        if not self.writer.isOpened():
+            self.tmp.unlink(missing_ok=True)
+            raise TrackCLIError(f"cannot write video {self.path} (try an .mp4 name)")
+        self.size = size
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        if (frame_bgr.shape[1], frame_bgr.shape[0]) != self.size:
+            frame_bgr = cv2.resize(frame_bgr, self.size)
+        self.writer.write(frame_bgr)
+
+    def close(self) -> None:
+        self.writer.release()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.writer.release()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_boxes(path: Path, boxes: np.ndarray, angles=None) -> None:
+    """One x,y,w,h row per frame, or x,y,w,h,angle (degrees, CCW) when the tracker estimates it."""
+    path = Path(path)
+    rows = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if angles is not None:
+        rows = np.concatenate([rows, np.asarray(angles, dtype=np.float64).reshape(-1, 1)], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            np.savetxt(f, rows, fmt="%.2f", delimiter=",")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def draw(frame_rgb: np.ndarray, box, polygon=None, label: str | None = None) -> np.ndarray:
+    """A BGR copy of the frame with the box (and the rotated polygon, when there is one) drawn."""
+    out = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
+    x, y, w, h = (float(v) for v in box)
+    cv2.rectangle(out, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))), BOX_COLOR, 2)
+    if polygon is not None:
+        pts = np.round(np.asarray(polygon, dtype=np.float64).reshape(4, 2)).astype(np.int32)
+        cv2.polylines(out, [pts], True, POLYGON_COLOR, 2)
+    if label:
+        cv2.putText(out, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
+        cv2.putText(out, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+def display_available() -> bool:
+    """Whether cv2 windows can open: a desktop OS, or an X11/Wayland session on Linux."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def parse_box(text: str) -> np.ndarray:
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        box = np.array([float(p) for p in parts], dtype=np.float64)
+    except ValueError:
+        raise TrackCLIError(f"--init-box must be x,y,w,h numbers, got {text!r}") from None
+    if box.shape != (4,) or not np.isfinite(box).all():
+        raise TrackCLIError(f"--init-box must be 4 numbers x,y,w,h, got {text!r}")
+    return box
+
+
+def select_box(frame_rgb: np.ndarray) -> np.ndarray:
+    x, y, w, h = cv2.selectROI("select the target, then press ENTER", cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR),
+                               showCrosshair=True, fromCenter=False)
+    cv2.destroyWindow("select the target, then press ENTER")
+    if w <= 0 or h <= 0:
+        raise TrackCLIError("no target selected")
+    return np.array([x, y, w, h], dtype=np.float64)
+
+
+def track_frames(tracker, frames, init_box, video_path=None, fps=25.0, total=None, show=False,
+                 select=False, label_name=""):
+    """Run ``tracker`` over an iterable of RGB frames: (boxes (N,4), angles (N,) or None, seconds
+    spent in the tracker). Angles are the tracker's rotation estimates (0 at the first frame).
+
+    The first frame's box is ``init_box`` (or the mouse selection when ``select``). Frames with the
+    box drawn go to ``video_path``; with ``show`` they are displayed (q or Esc stops).
+    """
+    from tqdm import tqdm
+
+    from tracker.siamfc import TrackerError, check_init_box
+
+    boxes, angles, writer, elapsed = [], [], None, 0.0
+    bar = tqdm(total=total, unit="frame", desc="tracking", file=sys.stderr, dynamic_ncols=True)
+    try:
+        for index, frame in enumerate(frames):
+            if index == 0:
+                box = select_box(frame) if select else init_box
+                try:
+                    box = check_init_box(box, frame.shape)
+                except TrackerError as exc:
+                    raise TrackCLIError(str(exc)) from None
+                start = time.perf_counter()
+                tracker.init(frame, box)
+                elapsed += time.perf_counter() - start
+                polygon = None
+                if video_path is not None:
+                    writer = AtomicVideoWriter(video_path, fps, (frame.shape[1], frame.shape[0]))
+            else:
+                start = time.perf_counter()
+                box = np.asarray(tracker.update(frame), dtype=np.float64)
+                elapsed += time.perf_counter() - start
+                polygon = getattr(tracker, "last_polygon", None)
+            boxes.append(box)
+            angles.append(getattr(tracker, "last_angle", None) if index else 0.0)
+            bar.update()
+            if writer is not None or show:
+                score = getattr(tracker, "last_score", None)
+                label = f"{label_name} #{index}" + (f" score {score:.2f}" if index and score is not None else "")
+                drawn = draw(frame, box, polygon, label)
+                if writer is not None:
+                    writer.write(drawn)
+                if show:
+                    cv2.imshow("track", drawn)
+                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                        break
+        if not boxes:
+            raise TrackCLIError("the video has no frames")
+        if writer is not None:
+            writer.close()
+            writer = None
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.abort()
+        if show:
+            cv2.destroyAllWindows()
+    has_angle = len(angles) > 1 and all(a is not None for a in angles)
+    return np.stack(boxes), (np.asarray(angles, dtype=np.float64) if has_angle else None), elapsed
+
+
+def print_speed(num_frames: int, elapsed: float) -> None:
+    fps = (num_frames / elapsed) if elapsed > 0 else float("inf")
+    print(f"tracked {num_frames} frames in {elapsed:.2f} s of tracker time: {fps:.1f} FPS")
+
+
+def default_threads() -> int:
+    """CPU threads for torch: the cores not already busy (1-minute load average), at least one.
+
+    Small per-frame workloads slow down badly when torch's threads compete with other processes
+    for the same cores (measured: 2 threads on 2 busy cores ran 7x slower than 1 thread).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    return max(1, min(cores, int(round(cores - busy))))
+
+
+def build(args):
+    import torch
+
+    from tracker import build_tracker
+
+    if args.threads is not None and args.threads < 1:
+        raise TrackCLIError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads or default_threads())
+    options = {}
+    if args.orientations is not None:
+        if args.orientations < 0 or args.orientations == 1:
+            raise TrackCLIError(f"--orientations must be 0 (off) or at least 2, got {args.orientations}")
+        if args.tracker.startswith("siamrpn"):
+            raise TrackCLIError("--orientations: only the SiamFC trackers estimate the rotation")
+        if args.tracker == "re-siamfc" and args.orientations == 0:
+            raise TrackCLIError("--orientations 0: RE-SiamNet always searches its rotated templates")
+        options["orientations"] = args.orientations
+    return build_tracker(args.tracker, checkpoint=args.checkpoint, device=args.device, **options)
+
+
+def run_video(args) -> int:
+    if args.init_box is None and (args.no_display or not display_available()):
+        raise TrackCLIError("no --init-box x,y,w,h given and no display to select the target on "
+                            "(pass --init-box, or run where a display exists)")
+    init_box = parse_box(args.init_box) if args.init_box is not None else None
+    if init_box is not None and (init_box[2] <= 0 or init_box[3] <= 0):
+        raise TrackCLIError(f"--init-box {args.init_box!r} has zero or negative size")
+    source = FrameSource(args.video)
+    try:
+        tracker = build(args)
+        show = not args.no_display and display_available()
+        boxes, angles, elapsed = track_frames(tracker, source, init_box, args.output, source.fps or 25.0,
+                                              source.count, show=show, select=init_box is None,
+                                              label_name=tracker.name)
+    finally:
+        source.close()
+    if args.boxes is not None:
+        write_boxes(args.boxes, boxes, angles)
+        print(f"boxes written to {args.boxes}")
+    if args.output is not None:
+        print(f"video written to {args.output}")
+    print_speed(len(boxes), elapsed)
+    return 0
+
+
+def run_demo(args) -> int:
+    from evaluation.metrics import box_iou
+    from evaluation.synthetic import generate_sequence
+
+    tracker = build(args)       # first: a missing checkpoint is reported before any work
+    print(f"demo: generating a rotating sequence (seed {args.demo_seed}, {args.demo_frames} frames)")
+    seq = generate_sequence(args.demo_seed, num_frames=args.demo_frames, rotating=True)
+    output = args.output if args.output is not None else DEMO_DIR / "track_demo.mp4"
+    boxes_path = args.boxes if args.boxes is not None else output.with_name(output.stem + "_boxes.txt")
+    show = not args.no_display and display_available()
+    boxes, angles, elapsed = track_frames(tracker, seq.frames, seq.boxes[0], output, 25.0, len(seq.frames),
+                                          show=show, label_name=tracker.name)
+    write_boxes(boxes_path, boxes, angles)
+    height, width = seq.frames[0].shape[:2]
+    mean_iou = float(np.mean(box_iou(boxes, seq.boxes, bound=(width, height))))
+    still = float(np.mean(box_iou(np.repeat(seq.boxes[:1], len(seq.boxes), 0), seq.boxes, bound=(width, height))))
+    print(f"video written to {output}; boxes to {boxes_path}")
+    print(f"mean IoU to the ground truth: {mean_iou:.3f} (a box that never moves: {still:.3f})")
+    print_speed(len(boxes), elapsed)
+    return 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from tracker import tracker_names
+
+    p = argparse.ArgumentParser(description="Track one object through a video, a folder of frames or a camera "
+                                            "(no --video: the embedded demo).")
+    p.add_argument("--video", default=None, help="video file, folder of frames, or camera index (e.g. 0)")
+    p.add_argument("--init-box", default=None, metavar="X,Y,W,H", help="the target's box in the first frame "
+                   "(default: select it with the mouse)")
+    p.add_argument("--tracker", default="siamfc", choices=tracker_names(), help="tracker (default siamfc)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="tracker checkpoint (default: bundled weights)")
+    p.add_argument("--output", type=Path, default=None, help="write the frames with the box drawn (.mp4)")
+    p.add_argument("--boxes", type=Path, default=None,
+                   help="write one x,y,w,h row per frame (x,y,w,h,angle when the tracker estimates the rotation)")
+    p.add_argument("--orientations", type=int, default=None, metavar="N",
+                   help="SiamFC: search N rotated templates and estimate the target's rotation "
+                        "(0 = off; default: the tracker's own)")
+    p.add_argument("--no-display", action="store_true", help="never open a window")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the cores not busy with other work)")
+    p.add_argument("--demo-seed", type=int, default=0, help="seed of the demo's generated sequence")
+    p.add_argument("--demo-frames", type=int, default=100, help="length of the demo's sequence")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from backbones.checkpoints import CheckpointError
+    from tracker.siamfc import TrackerError
+
+    try:
+        if args.video is None:
+            if args.init_box is not None:
+                raise TrackCLIError("--init-box needs --video (without --video the demo runs)")
+            if args.demo_frames < 2:
+                raise TrackCLIError(f"--demo-frames must be at least 2, got {args.demo_frames}")
+            return run_demo(args)
+        return run_video(args)
+    except (TrackCLIError, TrackerError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:   # unwritable output folder, disk full ...
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

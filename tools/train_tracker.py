@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""Train a Siamese tracker (SiamFC or SiamRPN) with the IEN loss; checkpoints, resume, export.
+
+    python tools/train_tracker.py --config configs/tracking/siamfc_r8_ien.toml --out runs/siamfc_ien
+    python tools/train_tracker.py --out runs/siamfc_ien --resume          # continue a killed run
+    python tools/train_tracker.py --checkpoint runs/siamfc_ien/checkpoint.pth \\
+        --export tracker/weights/siamfc_ien.pth --half                     # small inference file
+    torchrun --nproc_per_node 2 tools/train_tracker.py --config ...        # data-parallel
+
+Quick runs: --epochs, --pairs-per-epoch, --batch-size, --workers, --max-steps, --device.
+The last stdout line is a JSON summary (epochs, losses, IEN term first vs last epoch, time, paths).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# Options that change what is trained: not allowed together with --resume (the stored config rules).
+_RUN_DEFINING = ("data", "group", "beta", "epochs", "pairs_per_epoch", "batch_size", "seed")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="TOML config: [model] (+ [model.backbone]), [train], [data]")
+    p.add_argument("--data", help="'generated' (the embedded rotating dataset) or a GOT-10k/OTB-layout folder")
+    p.add_argument("--group", help="override model.backbone.group (R4, R8, R4R, R8-4-2-1, ..., none)")
+    p.add_argument("--beta", type=float, help="override train.beta, the weight of the IEN loss (0 = plain)")
+    p.add_argument("--out", help="output folder (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--pairs-per-epoch", type=int, help="override train.pairs_per_epoch")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size (global batch)")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--workers", type=int, help="DataLoader workers per process (default train.num_workers)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (a checkpoint is written)")
+    p.add_argument("--export", metavar="PATH", help="write an inference checkpoint (config + weights) here")
+    p.add_argument("--half", action="store_true", help="export float16 weights")
+    p.add_argument("--checkpoint", metavar="FILE", help="export this checkpoint only (no training); needs --export")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def _overrides(args) -> dict:
+    return {
+        "model": {"backbone": {"group": args.group}} if args.group is not None else {},
+        "train": {"beta": args.beta, "epochs": args.epochs, "pairs_per_epoch": args.pairs_per_epoch,
+                  "batch_size": args.batch_size, "seed": args.seed},
+        "data": {"path": args.data},
+    }
+
+
+def _run(args) -> int:
+    import torch
+
+    from backbones.checkpoints import load_checkpoint
+    from training.tracking import CHECKPOINT_NAME, RunConfig, Trainer, TrainingError, export_weights, read_config
+
+    if args.checkpoint:
+        if not args.export:
+            raise TrainingError("--checkpoint exports a checkpoint: give --export PATH as well")
+        if args.config or args.resume:
+            raise TrainingError("--checkpoint (export only) cannot be combined with --config or --resume")
+        print(json.dumps(export_weights(args.checkpoint, args.export, half=args.half)))
+        return 0
+    if args.max_steps is not None and args.max_steps < 1:
+        raise TrainingError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if args.workers is not None and args.workers < 0:
+        raise TrainingError(f"--workers must be >= 0, got {args.workers}")
+    if args.out:
+        out = Path(args.out)
+    elif args.config:
+        out = Path("runs") / Path(args.config).stem
+    else:
+        raise TrainingError("give --config CONFIG (a new run) or --out DIR --resume (continue a run)")
+    ckpt_path = out / CHECKPOINT_NAME
+    resuming = args.resume and ckpt_path.is_file()
+    if resuming:
+        given = [f"--{name.replace('_', '-')}" for name in _RUN_DEFINING if getattr(args, name) is not None]
+        if given:
+            raise TrainingError(f"{', '.join(given)} cannot change a run being resumed (its stored config is used)")
+        config = RunConfig.from_dict(load_checkpoint(ckpt_path)["config"], f"{ckpt_path} config")
+        if args.config and read_config(args.config).to_dict() != config.to_dict():
+            raise TrainingError(f"{args.config} differs from the config stored in {ckpt_path}; "
+                                "resume without --config or start a new run in another --out")
+    else:
+        if args.resume and not args.config:
+            raise TrainingError(f"no checkpoint to resume in {out} (and no --config to start a new run)")
+        if ckpt_path.is_file():
+            raise TrainingError(f"{out} already holds a run; use --resume to continue it or another --out")
+        if not args.config:
+            raise TrainingError("--config is required to start a run")
+        config = read_config(args.config, _overrides(args))
+        if args.resume:
+            print(f"no checkpoint in {out}: starting a new run", file=sys.stderr)
+
+    trainer = Trainer(config, out, device=args.device, num_workers=args.workers, progress=not args.no_progress)
+
+    def stop_gracefully(signum, frame):
+        if trainer._stop_requested:                      # a second signal: abort now
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        if trainer.is_main:
+            print(f"\n{signal.Signals(signum).name}: stopping after this step (again to abort)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, stop_gracefully)
+    signal.signal(signal.SIGTERM, stop_gracefully)
+    try:
+        if resuming:
+            trainer.resume(ckpt_path)
+            if trainer.is_main:
+                print(f"resuming {ckpt_path} at epoch {trainer.epoch}, step {trainer.step}", file=sys.stderr)
+        summary = trainer.fit(max_steps=args.max_steps)
+        if args.export and trainer.is_main and not summary["interrupted"]:
+            summary.update(export_weights(ckpt_path, args.export, half=args.half))
+        if trainer.is_main:
+            print(json.dumps(summary))
+        if summary["interrupted"]:
+            if trainer.is_main:
+                print(f"interrupted at step {trainer.step}: checkpoint written; continue with --resume"
+                      + (" (nothing exported)" if args.export else ""), file=sys.stderr)
+            return 130
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from backbones import ConfigError, GroupSpecError
+    from backbones.checkpoints import CheckpointError
+    from evaluation.datasets import DatasetError
+    from training.tracking import TrainingError
+
+    user_errors: tuple = (ConfigError, GroupSpecError, CheckpointError, DatasetError, TrainingError)
+    try:
+        from evaluation.synthetic import GeneratorInputError
+
+        user_errors += (GeneratorInputError,)
+    except ImportError:
+        pass
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _terminate)      # before training starts: stop like Ctrl-C
+    try:
+        return _run(args)
+    except user_errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; continue with --resume from the last checkpoint", file=sys.stderr)
+        return 130
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""The SiamFC tracker (multi-scale search, cosine window, scale penalty and damping; NOTES §3).
+
+Also the base class every Siamese tracker of the toolkit shares (:class:`SiameseTracker`: frame
+conversion, device, box checks). Per frame SiamFC does one batched forward of its ``scale_num``
+search crops against the template features cached at init, upsamples all responses in one
+``cv2.resize`` call and moves to the best peak.
+
+Orientation estimation (``orientations=N > 0``): N rotated copies of the template (360/N degrees
+apart) are built once at init and correlated in the same forward; the best (scale, orientation)
+peak wins, and the tracker reports ``last_angle`` (degrees CCW) and ``last_polygon`` (the initial
+box rotated by it). ``orientation_window`` limits the search to orientations near the last one
+(the RE-SiamNet motion prior). Subclasses override :meth:`template_crops`,
+:meth:`build_template`, :meth:`compute_responses` or :meth:`locate_peak`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from got10k.trackers import Tracker
+from PIL import Image
+
+from backbones import ConfigError, from_dict
+
+from .crops import context_size, crop_and_resize, crop_many, mean_color
+
+__all__ = ["TrackerError", "SiameseTracker", "SiamFCParams", "SiamFCTracker", "Peak", "as_rgb_frame",
+           "check_init_box", "resolve_device", "rotated_box_polygon"]
+
+MIN_SCALE, MAX_SCALE = 0.1, 10.0   # target size stays within these factors of the initial size
+
+
+class TrackerError(ValueError):
+    """Bad input to a tracker or to build_tracker (bad box, frame, checkpoint, option or device)."""
+
+
+def resolve_device(device=None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU; otherwise the named device (checked)."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise TrackerError(f"unknown device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrackerError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def as_rgb_frame(image) -> np.ndarray:
+    """A frame as an HxWx3 uint8 RGB array: PIL images of any mode, or arrays HxW, HxWx1, HxWx3, HxWx4
+    (alpha dropped), uint8 or uint16 (scaled down)."""
+    if isinstance(image, Image.Image):
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.asarray(image)
+    frame = np.asarray(image)
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)
+    if frame.dtype != np.uint8:
+        raise TrackerError(f"frames must be uint8 (or uint16) images, got dtype {frame.dtype}")
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        frame = frame[:, :, :3]
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim == 2:
+        frame = np.repeat(frame[:, :, None], 3, axis=2)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise TrackerError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {frame.shape}")
+    return np.ascontiguousarray(frame)
+
+
+def check_init_box(box, frame_shape) -> np.ndarray:
+    """The initial box as float64 [x, y, w, h]; it must have positive size and overlap the frame."""
+    try:
+        b = np.asarray(box, dtype=np.float64).reshape(4)
+    except (TypeError, ValueError):
+        raise TrackerError(f"the initial box must be 4 numbers x,y,w,h, got {box!r}") from None
+    if not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
+        raise TrackerError(f"the initial box {b.tolist()} has zero or negative size")
+    height, width = frame_shape[:2]
+    if b[0] >= width or b[1] >= height or b[0] + b[2] <= 0 or b[1] + b[3] <= 0:
+        raise TrackerError(f"the initial box {b.tolist()} lies outside the {width}x{height} frame")
+    return b
+
+
+def rotated_box_polygon(center, size, angle_deg: float) -> np.ndarray:
+    """Corners (8,) of a w x h rectangle rotated CCW on screen about its centre: TL, TR, BR, BL of the upright box."""
+    a = math.radians(angle_deg)
+    c, s = math.cos(a), math.sin(a)
+    w, h = size
+    offsets = np.array([[-w, -h], [w, -h], [w, h], [-w, h]], dtype=np.float64) / 2
+    rot = np.array([[c, s], [-s, c]])            # CCW on screen with y pointing down
+    return (offsets @ rot.T + np.asarray(center, dtype=np.float64)).reshape(8)
+
+
+class SiameseTracker(Tracker):
+    """A got10k tracker around a Siamese model: holds ``.model`` (eval mode) and ``.device``.
+
+    After every ``update`` the tracker sets ``last_score`` (the peak's confidence in 0..1); trackers
+    estimating orientation also set ``last_angle`` and ``last_polygon``.
+    """
+
+    def __init__(self, model, device=None, name: str = "siamese"):
+        super().__init__(name=name, is_deterministic=True)
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.last_score: float | None = None
+        self.last_angle: float | None = None
+        self.last_polygon: np.ndarray | None = None
+        self.center = self.target_sz = None
+
+    def _tensor(self, crops: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8 crops -> (N, 3, H, W) float tensor on the model's device."""
+        return torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
+
+    def _start(self, image, box) -> np.ndarray:
+        frame = as_rgb_frame(image)
+        box = check_init_box(box, frame.shape)
+        self.frame_size = (frame.shape[1], frame.shape[0])
+        self.center = box[:2] + box[2:] / 2
+        self.target_sz = box[2:].copy()
+        self.init_sz = box[2:].copy()
+        self.avg_color = mean_color(frame)
+        self.last_score = self.last_angle = self.last_polygon = None
+        return frame
+
+    def _clamp_state(self) -> None:
+        width, height = self.frame_size
+        self.center = np.clip(self.center, 0.0, [width, height])
+        self.target_sz = np.clip(self.target_sz, self.init_sz * MIN_SCALE, self.init_sz * MAX_SCALE)
+
+    def _require_init(self) -> None:
+        if self.center is None:
+            raise TrackerError(f"{type(self).__name__}.update() called before init()")
+
+
+@dataclass
+class SiamFCParams:
+    """Tracking hyper-parameters of SiamFC (defaults: siamfc-pytorch, NOTES §3)."""
+
+    scale_num: int = 3
+    scale_step: float = 1.0375
+    scale_lr: float = 0.59
+    scale_penalty: float = 0.9745
+    window_influence: float = 0.176
+    response_up: int = 16
+    orientations: int = 0              # N > 0: estimate rotation with N rotated templates
+    orientation_window: float = 0.0    # search orientations within ± this many degrees of the last (0: all)
+
+    def __post_init__(self):
+        for name in ("scale_num", "response_up", "orientations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "orientations" else 1):
+                raise ConfigError(f"{name} must be an integer >= {0 if name == 'orientations' else 1}, got {value!r}")
+        if self.scale_num % 2 == 0:
+            raise ConfigError(f"scale_num must be odd (a centre scale), got {self.scale_num}")
+        if not self.scale_step >= 1.0:
+            raise ConfigError(f"scale_step must be >= 1, got {self.scale_step}")
+        for name in ("scale_lr", "scale_penalty", "window_influence"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not self.orientation_window >= 0:
+            raise ConfigError(f"orientation_window must be >= 0, got {self.orientation_window}")
+
+
+class Peak(NamedTuple):
+    scale_index: int
+    orientation_index: int    # index into the template bank
+    displacement: np.ndarray  # (dx, dy) in upsampled-response pixels from the map centre
+    score: float              # confidence in 0..1
+
+
+class SiamFCTracker(SiameseTracker):
+    """SiamFC over a :class:`tracker.models.SiamFCNet` (any model with ``extract``/``head_bank``)."""
+
+    def __init__(self, model, device=None, name: str = "siamfc", **options):
+        super().__init__(model, device, name)
+        self.params = p = from_dict(SiamFCParams, options, "tracker options")
+        self.stride = int(getattr(model, "stride", 8))
+        self.score_size = int(model.score_size)
+        self.upscale_size = self.score_size * p.response_up
+        half = (p.scale_num - 1) / 2
+        self.scale_factors = p.scale_step ** np.linspace(-half, half, p.scale_num)
+        self.scale_weights = np.full(p.scale_num, p.scale_penalty, dtype=np.float32)
+        self.scale_weights[p.scale_num // 2] = 1.0
+        hann = np.hanning(self.upscale_size).astype(np.float32)
+        window = np.outer(hann, hann)
+        self.window = window / window.sum()
+        self.orientation_angles = (
+            np.arange(p.orientations, dtype=np.float64) * 360.0 / p.orientations if p.orientations else np.zeros(1)
+        )
+        self.template = None
+
+    @property
+    def estimates_orientation(self) -> bool:
+        return self.params.orientations > 0
+
+    # ---- template bank -------------------------------------------------------------------
+    def template_crops(self, frame: np.ndarray) -> np.ndarray:
+        """(N, e, e, 3) exemplar crops: the target, or N rotated copies (copy k shows it rotated by angle k)."""
+        e = self.config.exemplar_size
+        return np.stack([
+            crop_and_resize(frame, self.center, self.z_sz, e, self.avg_color, angle_deg=-float(angle))
+            for angle in self.orientation_angles
+        ])
+
+    @torch.inference_mode()
+    def build_template(self, frame: np.ndarray):
+        """Template features (N, C, h, w), computed once per init."""
+        feats = self.model.extract(self._tensor(self.template_crops(frame))).out
+        return self.model.prepare_template(feats)
+
+    # ---- per frame -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def compute_responses(self, search: torch.Tensor) -> np.ndarray:
+        """(S, N, R, R) float32 responses of the S search crops to the N templates."""
+        x_feat = self.model.extract(search).out
+        return self.model.head_bank(self.template, x_feat).float().cpu().numpy()
+
+    def allowed_orientations(self) -> np.ndarray:
+        """Indices of the templates searched this frame (all, or those near the last orientation)."""
+        n = len(self.orientation_angles)
+        if n == 1 or not self.params.orientation_window:
+            return np.arange(n)
+        diff = (self.orientation_angles - self.orientation_angles[self.orientation_index] + 180.0) % 360.0 - 180.0
+        return np.flatnonzero(np.abs(diff) <= self.params.orientation_window + 1e-9)
+
+    def locate_peak(self, responses: np.ndarray, allowed: np.ndarray) -> Peak:
+        """Best (scale, orientation) after upsampling, scale penalty and cosine window (siamfc-pytorch).
+
+        With a template bank, each scale's best orientation is chosen on the raw 17x17 peaks, so
+        only ``scale_num`` maps are upsampled.
+        """
+        s, _, r, _ = responses.shape
+        candidates = responses[:, allowed]                               # (S, n, R, R)
+        # each scale's best orientation, chosen on the raw peaks (with no bank: the one template)
+        keep = candidates.reshape(s, len(allowed), -1).max(axis=2).argmax(axis=1)
+        maps = candidates[np.arange(s), keep]                            # (S, R, R)
+        u = self.upscale_size
+        up = cv2.resize(np.ascontiguousarray(maps.transpose(1, 2, 0)), (u, u), interpolation=cv2.INTER_CUBIC)
+        up = np.ascontiguousarray(up.reshape(u * u, s).T)                # (S, U*U): fast row reductions
+        # penalise the non-centre scales on responses shifted to start at 0 (the head's bias is arbitrary)
+        best = int(np.argmax((up.max(axis=1) - up.min()) * self.scale_weights))
+        response = up[best].reshape(u, u)
+        response = response - response.min()
+        response = response / (response.sum() + 1e-16)
+        response = (1 - self.params.window_influence) * response + self.params.window_influence * self.window
+        row, col = np.unravel_index(np.argmax(response), response.shape)
+        disp = np.array([col, row], dtype=np.float64) - (u - 1) / 2.0
+        score = 1.0 / (1.0 + math.exp(-float(maps[best].max())))
+        return Peak(best, int(allowed[keep[best]]), disp, score)
+
+    def apply_peak(self, peak: Peak) -> None:
+        """Move the target state to a peak: centre, damped scale, orientation."""
+        p = self.params
+        scale = self.scale_factors[peak.scale_index]
+        disp_crop = peak.displacement * self.stride / p.response_up
+        self.center = self.center + disp_crop * self.x_sz * scale / self.config.instance_size
+        damped = (1 - p.scale_lr) + p.scale_lr * scale
+        self.target_sz = self.target_sz * damped
+        self._clamp_state()
+        factor = float(np.sqrt(np.prod(self.target_sz / self.init_sz)))
+        self.z_sz, self.x_sz = self.z_init * factor, self.x_init * factor
+        self.orientation_index = peak.orientation_index
+        self.last_score = peak.score
+
+    def current_box(self) -> np.ndarray:
+        if self.estimates_orientation:
+            angle = float(self.orientation_angles[self.orientation_index])
+            polygon = rotated_box_polygon(self.center, self.target_sz, angle)
+            self.last_angle = (angle + 180.0) % 360.0 - 180.0
+            self.last_polygon = polygon
+            xs, ys = polygon[0::2], polygon[1::2]
+            return np.array([xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()])
+        return np.concatenate([self.center - self.target_sz / 2, self.target_sz])
+
+    # ---- got10k API ----------------------------------------------------------------------
+    def init(self, image, box) -> None:
+        frame = self._start(image, box)
+        ratio = self.config.instance_size / self.config.exemplar_size
+        self.z_init = context_size(self.target_sz[0], self.target_sz[1], self.config.context)
+        self.x_init = self.z_init * ratio
+        self.z_sz, self.x_sz = self.z_init, self.x_init
+        self.orientation_index = 0
+        self.template = self.build_template(frame)
+
+    def update(self, image) -> np.ndarray:
+        self._require_init()
+        frame = as_rgb_frame(image)
+        crops = crop_many(frame, self.center, self.x_sz * self.scale_factors, self.config.instance_size,
+                          self.avg_color)
+        responses = self.compute_responses(self._tensor(crops))
+        self.apply_peak(self.locate_peak(responses, self.allowed_orientations()))
+        return self.current_box()

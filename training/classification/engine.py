@@ -1,0 +1,452 @@
+"""Training and evaluation of the IEN classifiers (one code path for IEN, plain CNN and e2cnn models).
+
+Classifier = backbone -> group max-pool P -> global average pool -> linear (NOTES §1: pooling before
+the classifier). Each batch x is doubled with a transformed copy Tx; the loss is cross-entropy on both
+halves plus β · IEN over the backbone's watched layers (β = 0: the plain-CNN baseline, trained on the
+same doubled batches). Optimizer and schedule default to the authors' recipe: Adam (weight decay 1e-7)
+with a cosine learning rate from 5e-3 down to 1e-5 over the run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backbones import BackboneConfig, ConfigError, IENLoss, build_backbone, double_batch, group_max_pool, parse_group
+from backbones.checkpoints import CheckpointError, load_checkpoint, save_atomic
+from backbones.config import from_dict, to_dict
+from backbones.diagnostics import equivariance_errors
+from backbones.transforms import GroupElement, group_elements
+
+from .datasets import DATASETS, ClassificationData, load_dataset
+
+DEFAULT_IEN_SCALES = (2.0 / 3.0, 1.5)  # zoom range of T for scale-mnist
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or continue (existing output, mismatching resume)."""
+
+
+def _default_backbone() -> BackboneConfig:
+    return BackboneConfig(name="cnnbasic", group="R4", width_mult=0.5, in_channels=3)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a classification run (saved in its checkpoint and metrics.json).
+
+    lr_cycle_epochs: length of one cosine cycle (None = the whole run, i.e. one cycle); at each restart
+    the peak is multiplied by lr_cycle_decay (the authors used 70-epoch cycles over 90 epochs).
+    ien_scales: (lo, hi) zoom range of T instead of rotations (scale-mnist; None = rotations of the group).
+    train_limit/test_limit: use only the first N images of a split (quick runs).
+    eq_images: test images used for the per-layer equivariance error.
+    """
+
+    dataset: str = "rot-digits"
+    data: Optional[str] = None
+    image_size: Optional[int] = None
+    backbone: BackboneConfig = field(default_factory=_default_backbone)
+    beta: float = 1.0
+    layer_weights: Optional[list] = None
+    epochs: int = 90
+    batch_size: int = 32
+    lr_max: float = 5e-3
+    lr_min: float = 1e-5
+    weight_decay: float = 1e-7
+    lr_cycle_epochs: Optional[int] = None
+    lr_cycle_decay: float = 1.0
+    seed: int = 0
+    ien_scales: Optional[list] = None
+    train_limit: Optional[int] = None
+    test_limit: Optional[int] = None
+    eq_images: int = 64
+
+    def __post_init__(self):
+        if isinstance(self.backbone, dict):
+            self.backbone = from_dict(BackboneConfig, self.backbone, "backbone")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if self.backbone.in_channels != 3:
+            raise ConfigError("classification backbones take RGB input: backbone.in_channels must be 3")
+        for name in ("epochs", "batch_size", "eq_images"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("image_size", "lr_cycle_epochs", "train_limit", "test_limit"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.beta, (int, float)) and self.beta >= 0):
+            raise ConfigError(f"beta must be a number >= 0, got {self.beta!r}")
+        self.beta = float(self.beta)
+        spec = parse_group(self.backbone.group)
+        if self.beta > 0 and spec.is_plain:
+            raise ConfigError("beta > 0 needs orientation groups: group 'none' trains only with --beta 0")
+        if not 0 < self.lr_min <= self.lr_max:
+            raise ConfigError(f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
+        if self.weight_decay < 0 or self.lr_cycle_decay <= 0:
+            raise ConfigError("weight_decay must be >= 0 and lr_cycle_decay > 0")
+        if self.ien_scales is not None:
+            s = list(self.ien_scales)
+            if len(s) != 2 or not 0 < s[0] < s[1]:
+                raise ConfigError(f"ien_scales must be [lo, hi] with 0 < lo < hi, got {self.ien_scales!r}")
+            self.ien_scales = [float(v) for v in s]
+        elif self.dataset == "scale-mnist":
+            self.ien_scales = list(DEFAULT_IEN_SCALES)
+        if self.layer_weights is not None:
+            self.layer_weights = [float(w) for w in self.layer_weights]
+
+
+class GroupPoolClassifier(nn.Module):
+    """backbone -> P (group max-pool) -> global average pool -> linear."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.spec = backbone.spec
+        self.fc = nn.Linear(self.spec.pooled_channels(backbone.out_channels), num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out = self.backbone(x)
+        pooled = group_max_pool(out.out, self.spec).mean(dim=(2, 3))
+        return self.fc(pooled), out.watched
+
+
+def conv_channels(backbone: nn.Module) -> list[int]:
+    """Output channels of every convolution, plain (nn.Conv2d) or steerable (e2cnn R2Conv)."""
+    counts = []
+    for m in backbone.modules():
+        if isinstance(m, nn.Conv2d):
+            counts.append(int(m.out_channels))
+        elif type(m).__name__ == "R2Conv" and hasattr(m, "out_type"):
+            counts.append(int(m.out_type.size))
+    return counts
+
+
+def portable_state(model: nn.Module) -> dict:
+    """state_dict as a freshly built model lays it out.
+
+    e2cnn's R2Conv holds its expanded filter as a buffer when built and in eval mode, but drops it
+    in train mode; saving in eval mode keeps that buffer (computed from the trained weights), so
+    ``backbones.checkpoints.backbone_from_checkpoint`` and ``tools/equivariance.py`` load it strictly.
+    """
+    was_training = model.training
+    model.eval()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.train(was_training)
+    return state
+
+
+def load_portable_state(model: nn.Module, state: dict) -> None:
+    was_training = model.training
+    model.eval()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights do not match the config ({str(exc).splitlines()[0]})") from None
+    model.train(was_training)
+
+
+def learning_rate(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """Cosine from the cycle's peak (first step) down to lr_min (last step) of each cycle (one cycle by default)."""
+    cycle = max(1, (cfg.lr_cycle_epochs or cfg.epochs) * steps_per_epoch)
+    k, t = divmod(step, cycle)
+    peak = max(cfg.lr_min, cfg.lr_max * cfg.lr_cycle_decay**k)
+    return cfg.lr_min + (peak - cfg.lr_min) * 0.5 * (1.0 + math.cos(math.pi * t / max(1, cycle - 1)))
+
+
+class Normalizer:
+    """Stored pixels -> [0, 1] -> per-channel standardization."""
+
+    def __init__(self, pixel_scale: float, mean: list[float], std: list[float]):
+        self.pixel_scale = float(pixel_scale)
+        self.mean, self.std = list(mean), list(std)
+
+    def unit(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float() / self.pixel_scale
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.standardize(self.unit(images))
+
+    def to_dict(self) -> dict:
+        return {"pixel_scale": self.pixel_scale, "mean": self.mean, "std": self.std}
+
+
+class _NoBar:
+    def set_postfix(self, **kw):
+        pass
+
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # a bare machine: train without the bar
+        return _NoBar()
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """Shuffling and T of epoch e depend only on (seed, e): a resumed run repeats them exactly."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _doubling_spec(cfg: TrainConfig):
+    spec = parse_group(cfg.backbone.group)
+    return parse_group("R4") if spec.is_plain else spec
+
+
+def equivariance_elements(cfg: TrainConfig) -> list[GroupElement]:
+    """The transformations the equivariance error is measured on: the group's non-identity
+    elements (90° rotations for group 'none'), or the two ends of ien_scales for scale runs."""
+    if cfg.ien_scales is not None:
+        return [GroupElement(scale=cfg.ien_scales[0]), GroupElement(scale=cfg.ien_scales[1])]
+    return group_elements(_doubling_spec(cfg), include_identity=False)
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: GroupPoolClassifier, images, labels, normalizer: Normalizer, device, batch_size: int = 256):
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(images), batch_size):
+        x = normalizer(images[start : start + batch_size].to(device))
+        y = labels[start : start + batch_size].to(device)
+        logits, _ = model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    model.train(was_training)
+    n = max(1, len(images))
+    return correct / n, loss_sum / n
+
+
+def summarize_equivariance(result: dict) -> dict:
+    per_layer = {ly: sum(v.values()) / max(1, len(v)) for ly, v in result["errors"].items()}
+    return {
+        "layers": result["layers"], "elements": result["elements"], "per_layer": per_layer,
+        "mean": sum(per_layer.values()) / max(1, len(per_layer)), "errors": result["errors"],
+    }
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    da, db = to_dict(a), to_dict(b)
+    diffs = []
+    for key in da:
+        if key == "backbone":
+            diffs += [f"backbone.{k}: {db[key][k]!r} vs {da[key][k]!r}" for k in da[key] if da[key][k] != db[key][k]]
+        elif da[key] != db[key]:
+            diffs.append(f"{key}: {db[key]!r} vs {da[key]!r}")
+    return diffs
+
+
+def load_run_config(path: Path) -> TrainConfig:
+    ckpt = load_checkpoint(path)
+    return from_dict(TrainConfig, ckpt["config"], "checkpoint config")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device here")
+    return device
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    data: ClassificationData | None = None,
+) -> dict:
+    """Train (or continue) the run of ``cfg`` in ``out_dir``; returns and writes its metrics.
+
+    Writes ``checkpoint.pth`` atomically after every epoch and ``metrics.json`` at the end.
+    ``data`` skips loading the dataset (the study passes one copy to all its runs).
+    """
+    out_dir = Path(out_dir)
+    ckpt_path, metrics_path = out_dir / "checkpoint.pth", out_dir / "metrics.json"
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    ckpt = None
+    if ckpt_path.exists():
+        if not resume:
+            raise TrainError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+        ckpt = load_checkpoint(ckpt_path)
+        saved = from_dict(TrainConfig, ckpt["config"], f"{ckpt_path} config")
+        diffs = config_differences(cfg, saved)
+        if diffs:
+            raise TrainError(
+                f"--resume: {out_dir} was trained with a different config ({'; '.join(diffs)}; saved vs "
+                "requested): drop those options or choose another --out"
+            )
+        if ckpt.get("epoch", 0) >= cfg.epochs and metrics_path.is_file():
+            log(f"{out_dir}: already finished ({cfg.epochs} epochs); metrics in {metrics_path}")
+            return json.loads(metrics_path.read_text())
+
+    torch.manual_seed(cfg.seed)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data, cfg.image_size, seed=cfg.seed)
+    data = data.subset(cfg.train_limit, cfg.test_limit)
+    if ckpt is not None:
+        normalizer = Normalizer(**ckpt["normalization"])
+    else:
+        normalizer = Normalizer(data.pixel_scale, *data.channel_stats())
+
+    backbone = build_backbone(cfg.backbone)
+    model = GroupPoolClassifier(backbone, data.num_classes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay)
+    spec = model.spec
+    ien = IENLoss(spec, cfg.beta, cfg.layer_weights) if cfg.beta > 0 else None
+    if ien is not None and cfg.layer_weights is not None and len(cfg.layer_weights) != len(backbone.watched_names):
+        raise ConfigError(
+            f"{len(cfg.layer_weights)} layer weights for the {len(backbone.watched_names)} watched layers "
+            f"of {cfg.backbone.name} ({', '.join(backbone.watched_names)})"
+        )
+    double_spec = _doubling_spec(cfg)
+    scales = tuple(cfg.ien_scales) if cfg.ien_scales is not None else None
+
+    start_epoch, history = 0, []
+    if ckpt is not None:
+        load_portable_state(model, ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, history = int(ckpt["epoch"]), list(ckpt.get("history", []))
+        log(f"resuming {out_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
+
+    n_train = len(data.train_labels)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    base = {"config": to_dict(cfg), "normalization": normalizer.to_dict(), "num_classes": data.num_classes,
+            "dataset": data.name}
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        gen = _epoch_generator(cfg.seed, epoch)
+        order = torch.randperm(n_train, generator=gen)
+        sums = {"ce": 0.0, "ien": 0.0, "correct": 0, "seen": 0}
+        per_layer = None
+        bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
+        for i in range(steps_per_epoch):
+            lr = learning_rate(epoch * steps_per_epoch + i, steps_per_epoch, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            x = normalizer.unit(data.train_images[idx].to(device))
+            y = data.train_labels[idx].to(device)
+            # T acts on [0, 1] pixels so that its zero fill is black, as in the data
+            xx, transform = double_batch(x, double_spec, generator=gen, scales=scales)
+            logits, watched = model(normalizer.standardize(xx))
+            yy = torch.cat([y, y])
+            ce = F.cross_entropy(logits, yy)
+            loss = ce
+            if ien is not None:
+                ien_out = ien(watched, transform)
+                loss = loss + ien_out.total
+                sums["ien"] += float(ien_out.total.detach()) * len(idx)
+                per_layer = ien_out.per_layer * len(idx) if per_layer is None else per_layer + ien_out.per_layer * len(idx)
+            if not torch.isfinite(loss):
+                raise TrainError(f"loss is {float(loss)} at epoch {epoch + 1}, step {i + 1}: lower lr_max or beta")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums["ce"] += float(ce.detach()) * len(idx)
+            sums["correct"] += int((logits.argmax(1) == yy).sum())
+            sums["seen"] += len(idx)
+            bar.set_postfix(ce=f"{sums['ce'] / sums['seen']:.3f}", ien=f"{sums['ien'] / sums['seen']:.3g}", lr=f"{lr:.1e}")
+            bar.update()
+        bar.close()
+        seen = max(1, sums["seen"])
+        record = {
+            "epoch": epoch + 1, "lr_end": lr, "ce": sums["ce"] / seen, "ien": sums["ien"] / seen,
+            "train_accuracy": sums["correct"] / (2 * seen), "seconds": time.time() - t0,
+        }
+        if per_layer is not None:
+            record["ien_per_layer"] = [float(v) / seen for v in per_layer]
+        history.append(record)
+        save_atomic({**base, "model": portable_state(model), "optimizer": optimizer.state_dict(),
+                     "epoch": epoch + 1, "history": history}, ckpt_path)
+        log(f"epoch {epoch + 1}/{cfg.epochs}  ce {record['ce']:.4f}  ien {record['ien']:.4g}  "
+            f"train acc {100 * record['train_accuracy']:.2f}%  ({record['seconds']:.1f}s)")
+
+    metrics = evaluate_run(model, cfg, data, normalizer, device, history)
+    metrics["run"] = out_dir.name
+    write_json_atomic(metrics, metrics_path)
+    log(f"test accuracy {100 * metrics['test_accuracy']:.2f}%  mean equivariance error "
+        f"{metrics['equivariance_error']['mean']:.4g}  -> {metrics_path}")
+    return metrics
+
+
+def evaluate_run(model, cfg: TrainConfig, data: ClassificationData, normalizer: Normalizer, device, history) -> dict:
+    """Test accuracy, sizes, per-layer equivariance error on test images, and timings."""
+    t0 = time.time()
+    acc, test_loss = evaluate_accuracy(model, data.test_images, data.test_labels, normalizer, device)
+    eq_images = normalizer.unit(data.test_images[: cfg.eq_images])
+    eq = equivariance_errors(model.backbone, eq_images, equivariance_elements(cfg), normalize=normalizer.standardize)
+    channels = conv_channels(model.backbone)
+    train_seconds = sum(h["seconds"] for h in history)
+    return {
+        "config": to_dict(cfg),
+        "dataset": {"name": data.name, "train_images": len(data.train_labels), "test_images": len(data.test_labels),
+                    "image_size": data.image_size, "num_classes": data.num_classes, "info": data.info},
+        "test_accuracy": acc,
+        "test_loss": test_loss,
+        "final_train_accuracy": history[-1]["train_accuracy"] if history else None,
+        "parameters": {"backbone": sum(p.numel() for p in model.backbone.parameters()),
+                       "total": sum(p.numel() for p in model.parameters())},
+        "channels": {"per_layer": channels, "total": sum(channels)},
+        "equivariance_error": summarize_equivariance(eq),
+        "time": {"train_seconds": train_seconds, "seconds_per_epoch": train_seconds / max(1, len(history)),
+                 "eval_seconds": time.time() - t0},
+        "device": str(device),
+        "epochs_trained": len(history),
+        "history": history,
+    }
+
+
+def evaluate_checkpoint(path: str | Path, device=None, data: ClassificationData | None = None) -> dict:
+    """Re-evaluate a saved run (its config and normalization come from the checkpoint)."""
+    ckpt = load_checkpoint(path)
+    cfg = from_dict(TrainConfig, ckpt["config"], f"{path} config")
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data, cfg.image_size, seed=cfg.seed)
+    data = data.subset(cfg.train_limit, cfg.test_limit)
+    model = GroupPoolClassifier(build_backbone(cfg.backbone), data.num_classes).to(device)
+    load_portable_state(model, ckpt["model"])
+    return evaluate_run(model, cfg, data, Normalizer(**ckpt["normalization"]), device, ckpt.get("history", []))

@@ -1,0 +1,264 @@
+"""Training pairs for Siamese trackers (SiamFC recipe), from any got10k-style sequence set.
+
+A pair is a template crop ``z`` (exemplar_size, target centred, SiamFC context) and a search crop
+``x`` (instance_size) of another frame of the same sequence at most ``frame_range`` frames away,
+both taken at the target's own scale in their frame (as siamfc-pytorch's Pair dataset and
+SiamFCTransforms do), with the SiamFC frame filter (target size and aspect limits, GOT-10k
+absence / cover labels) and, when ``augment``: random stretch of both crops, random shift of the
+target in ``x``, random interpolation, grey / colour / blur augmentation. ``max_rotation_deg > 0``
+also rotates ``x`` about the target by a random angle (rotation-robustness augmentation).
+
+Every random choice is a function of (seed, epoch, index), so a run resumes exactly.
+Coordinates follow tracker/crops.py (continuous pixels; a box x, y, w, h has centre x + w/2).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from evaluation.datasets import DatasetError
+from tracker.crops import context_size, crop_and_resize, image_to_crop
+
+__all__ = ["PairSampler", "valid_frames", "FrameFilter"]
+
+# SiamFC draws the resize interpolation at random; Lanczos is left out (10x slower in warpAffine)
+_INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_NEAREST)
+# cv2.imread flags that decode a JPEG at 1/2, 1/4, 1/8 resolution (much faster for big frames)
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+@dataclass(frozen=True)
+class FrameFilter:
+    """SiamFC's valid-frame conditions (siamfc-pytorch ``Pair._filter``)."""
+
+    min_side: float = 20.0           # px, both sides
+    max_side: float = 500.0
+    min_relative: float = 0.01       # side / image side, both
+    max_relative: float = 0.5
+    max_aspect: float = 4.0          # w/h within [1/max_aspect, max_aspect]
+    cover_fraction: float = 0.3      # cover > max(1, cover_fraction * max cover of the sequence)
+
+
+def valid_frames(boxes: np.ndarray, image_size, absent=None, cover=None, rules: FrameFilter = FrameFilter()) -> np.ndarray:
+    """Indices of frames usable for training (SiamFC filter); image_size = (width, height)."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    w, h = boxes[:, 2], boxes[:, 3]
+    size = np.asarray(image_size, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = np.isfinite(boxes).all(axis=1)
+        ok &= (w * h >= rules.min_side) & (np.minimum(w, h) >= rules.min_side) & (np.maximum(w, h) <= rules.max_side)
+        rel = boxes[:, 2:] / size
+        ok &= (rel.min(axis=1) >= rules.min_relative) & (rel.max(axis=1) <= rules.max_relative)
+        aspect = w / np.maximum(h, 1.0)
+        ok &= (aspect >= 1.0 / rules.max_aspect) & (aspect <= rules.max_aspect)
+    if absent is not None:
+        ok &= ~np.asarray(absent, dtype=bool)
+    if cover is not None and len(cover):
+        cover = np.asarray(cover, dtype=np.float64)
+        ok &= cover > max(1.0, rules.cover_fraction * cover.max())
+    return np.flatnonzero(ok)
+
+
+def _image_size(path: str) -> tuple:
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read image {path}: {exc}") from None
+
+
+def _read_rgb(path: str, crop_side: float, out_size: int) -> tuple:
+    """(RGB image, factor): the frame decoded at 1/factor resolution when the crop is reduced that much anyway."""
+    for factor, flag in _REDUCED:
+        if crop_side / factor >= out_size:
+            image = cv2.imread(path, flag)
+            break
+    else:
+        factor, image = 1, cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise DatasetError(f"cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), factor
+
+
+def _box_corners(box) -> np.ndarray:
+    x, y, w, h = box
+    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float64)
+
+
+def _wrap(angle: float) -> float:
+    return (angle + 180.0) % 360.0 - 180.0
+
+
+@dataclass
+class _Entry:
+    seq: object
+    valid: np.ndarray         # valid frame indices (sorted)
+    z_pos: np.ndarray         # positions in `valid` that have a partner within frame_range
+    lo: np.ndarray            # per position: first position of its window in `valid`
+    hi: np.ndarray            # per position: one past the last
+
+
+class PairSampler(torch.utils.data.Dataset):
+    """SiamFC training pairs from a list of ``evaluation.datasets.Sequence``.
+
+    Item: dict with "z" float32 (3, exemplar, exemplar) and "x" float32 (3, instance, instance),
+    RGB 0..255; "box_z", "box_x" float32 (4,) target box x1, y1, x2, y2 in crop pixels (after
+    augmentation; in x the axis-aligned box of the rotated target box when rotated);
+    "angle_x" float32, the target's rotation in x relative to z in degrees, counter-clockwise
+    (ground-truth angles when the sequences carry them, plus the rotation augmentation);
+    "angle_known" float32, 1 when the sequences' angles were known.
+
+    Sampling is a deterministic function of (seed, epoch, index): call ``set_epoch`` before each
+    epoch (with DataLoader workers, before the loader is iterated; not with persistent_workers).
+    """
+
+    def __init__(self, sequences, pairs_per_epoch: int = 10000, exemplar_size=127, instance_size=255, context=0.5,
+                 frame_range=100, augment=True, max_rotation_deg=0.0, seed=0, *, max_stretch=0.05,
+                 max_shift=4.0, gray_prob=0.2, color_jitter=0.1, blur_prob=0.1, frame_filter: FrameFilter = FrameFilter()):
+        super().__init__()
+        if int(pairs_per_epoch) < 1:
+            raise ValueError(f"pairs_per_epoch must be >= 1, got {pairs_per_epoch}")
+        if not (0 < int(exemplar_size) <= int(instance_size)):
+            raise ValueError(f"need 0 < exemplar_size <= instance_size, got {exemplar_size}, {instance_size}")
+        if int(frame_range) < 1:
+            raise ValueError(f"frame_range must be >= 1, got {frame_range}")
+        if not (context >= 0 and max_rotation_deg >= 0 and max_stretch >= 0 and max_shift >= 0):
+            raise ValueError("context, max_rotation_deg, max_stretch and max_shift must be >= 0")
+        self.pairs_per_epoch = int(pairs_per_epoch)
+        self.exemplar_size, self.instance_size = int(exemplar_size), int(instance_size)
+        self.context, self.frame_range = float(context), int(frame_range)
+        self.augment, self.max_rotation_deg = bool(augment), float(max_rotation_deg)
+        self.seed, self.epoch = int(seed), 0
+        self.max_stretch, self.max_shift = float(max_stretch), float(max_shift)
+        self.gray_prob, self.color_jitter, self.blur_prob = float(gray_prob), float(color_jitter), float(blur_prob)
+        self.frame_filter = frame_filter
+        self.entries = self._index(list(sequences))
+
+    # -- indexing ---------------------------------------------------------------------------------
+    def _index(self, sequences) -> list:
+        if not sequences:
+            raise DatasetError("PairSampler: no sequences given")
+        entries, dropped = [], []
+        for seq in sequences:
+            if len(seq.img_files) == 0:
+                dropped.append(seq.name)
+                continue
+            valid = valid_frames(seq.boxes, _image_size(seq.img_files[0]), seq.absent, seq.cover, self.frame_filter)
+            lo = np.searchsorted(valid, valid - self.frame_range, side="left")
+            hi = np.searchsorted(valid, valid + self.frame_range, side="right")
+            z_pos = np.flatnonzero(hi - lo > 1)          # at least one other valid frame in range
+            if z_pos.size == 0:
+                dropped.append(seq.name)
+                continue
+            entries.append(_Entry(seq, valid, z_pos, lo, hi))
+        if dropped:
+            shown = ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")
+            warnings.warn(f"PairSampler: dropped {len(dropped)} of {len(sequences)} sequences with no valid "
+                          f"frame pair within {self.frame_range} frames (SiamFC frame filter): {shown}",
+                          stacklevel=3)
+        if not entries:
+            raise DatasetError(f"PairSampler: none of the {len(sequences)} sequences has two valid frames within "
+                               f"{self.frame_range} frames of each other (target size/aspect limits, absence "
+                               f"and cover labels of the SiamFC frame filter)")
+        return entries
+
+    @property
+    def sequences(self) -> list:
+        """The sequences kept (those with at least one valid pair)."""
+        return [e.seq for e in self.entries]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.pairs_per_epoch
+
+    # -- sampling ---------------------------------------------------------------------------------
+    def sample_frames(self, index: int) -> tuple:
+        """(entry index, z frame, x frame) of item ``index`` in the current epoch, and its generator."""
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        e = int(rng.integers(len(self.entries)))
+        entry = self.entries[e]
+        k = int(entry.z_pos[rng.integers(entry.z_pos.size)])
+        j = int(rng.integers(entry.lo[k], entry.hi[k] - 1))
+        if j >= k:
+            j += 1                                        # any other valid frame in the window
+        return e, int(entry.valid[k]), int(entry.valid[j]), rng
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.pairs_per_epoch:
+            raise IndexError(index)
+        e, z_frame, x_frame, rng = self.sample_frames(index)
+        seq = self.entries[e].seq
+        aug = self.augment
+        # draws in a fixed order, whether or not each is used
+        stretch_z, stretch_x = 1.0 + rng.uniform(-self.max_stretch, self.max_stretch, 2) * aug
+        shift = np.round(rng.uniform(-self.max_shift, self.max_shift, 2)) * aug
+        rotation = rng.uniform(-self.max_rotation_deg, self.max_rotation_deg) if self.max_rotation_deg > 0 else 0.0
+        interp_z, interp_x = (_INTERPOLATIONS[i] if aug else cv2.INTER_LINEAR for i in rng.integers(len(_INTERPOLATIONS), size=2))
+        gray = aug and rng.random() < self.gray_prob
+        jitter_z, jitter_x = rng.uniform(-1, 1, (2, 4)) * self.color_jitter
+        blur_sigma = rng.uniform(0.5, 1.5) if (aug and rng.random() < self.blur_prob) else 0.0
+
+        box_z, box_x = seq.boxes[z_frame], seq.boxes[x_frame]
+        ez, ex = self.exemplar_size, self.instance_size
+        # template: target centred, its SiamFC context square resized to the exemplar size
+        side_z = context_size(box_z[2], box_z[3], self.context) / stretch_z
+        centre_z = np.array([box_z[0] + box_z[2] / 2, box_z[1] + box_z[3] / 2])
+        z, z_box = self._crop(seq.img_files[z_frame], box_z, centre_z, side_z, ez, 0.0, interp_z)
+        # search: same scale from the target's own box in its frame, target shifted by `shift`
+        # crop pixels and rotated by `rotation` degrees counter-clockwise about its centre
+        side_x = context_size(box_x[2], box_x[3], self.context) * ex / ez / stretch_x
+        target_x = np.array([box_x[0] + box_x[2] / 2, box_x[1] + box_x[3] / 2])
+        sampling_angle = -rotation                       # content rotated by +rotation in the crop
+        a = math.radians(sampling_angle)
+        rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+        centre_x = target_x - (side_x / ex) * rot @ shift
+        x, x_box = self._crop(seq.img_files[x_frame], box_x, centre_x, side_x, ex, sampling_angle, interp_x)
+
+        if aug:       # colour changes as one affine colour map per crop, on uint8 (fast)
+            z = cv2.transform(z, _color_matrix(z, gray, jitter_z))
+            x = cv2.transform(x, _color_matrix(x, gray, jitter_x))
+            if blur_sigma > 0:
+                x = cv2.GaussianBlur(x, (0, 0), blur_sigma)
+        angle_known = seq.angles is not None
+        relative = float(seq.angles[x_frame] - seq.angles[z_frame]) if angle_known else 0.0
+        return {
+            "z": torch.from_numpy(np.ascontiguousarray(z.transpose(2, 0, 1), dtype=np.float32)),
+            "x": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)),
+            "box_z": torch.tensor(z_box, dtype=torch.float32),
+            "box_x": torch.tensor(x_box, dtype=torch.float32),
+            "angle_x": torch.tensor(_wrap(relative + rotation), dtype=torch.float32),
+            "angle_known": torch.tensor(float(angle_known), dtype=torch.float32),
+        }
+
+    @staticmethod
+    def _crop(path, box, centre, side, out_size, angle, interp) -> tuple:
+        """Crop (uint8) and the target box x1, y1, x2, y2 in it (bounding box of the mapped box corners)."""
+        image, factor = _read_rgb(path, side, out_size)
+        crop = crop_and_resize(image, centre / factor, side / factor, out_size, angle_deg=angle, interpolation=interp)
+        corners = image_to_crop(_box_corners(box), centre, side, out_size, angle)
+        return crop, np.concatenate([corners.min(axis=0), corners.max(axis=0)])
+
+
+_LUMA = np.array([0.299, 0.587, 0.114])
+_CAST = np.array([0.5, 0.0, -0.5]) * 255
+
+
+def _color_matrix(img: np.ndarray, gray: bool, params: np.ndarray) -> np.ndarray:
+    """3x4 affine colour map: optional grey, then saturation, contrast (about the crop's mean)
+    and brightness changed by factors 1 + params[0..2], plus a warm/cool cast params[3]."""
+    brightness, contrast, saturation, cast = params
+    a = np.tile(_LUMA, (3, 1)) if gray else np.eye(3)
+    a = ((1.0 + saturation) * np.eye(3) - saturation / 3.0 * np.ones((3, 3))) @ a
+    mean = a @ np.asarray(cv2.mean(img)[:3])
+    b = -contrast * mean
+    a = (1.0 + contrast) * a
+    a, b = (1.0 + brightness) * a, (1.0 + brightness) * b + cast * _CAST
+    return np.concatenate([a, b[:, None]], axis=1)

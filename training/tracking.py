@@ -1,0 +1,739 @@
+"""Training of the Siamese trackers (SiamFC, SiamRPN) with the implicit-equivariance (IEN) loss.
+
+One step: a batch of (template z, search x, box_x) pairs from :class:`training.pairs.PairSampler`;
+when β > 0 the template batch (and optionally the search batch) is doubled with a rotated copy
+(``backbones.double_batch``) and run through ``model.extract`` once; the tracking loss
+(``model.losses``) uses the first half, the IEN loss (``backbones.IENLoss``) the backbone's watched
+maps of the doubled batch. Total = tracking + β · Σ_j L_j.
+
+SGD (momentum 0.9, weight decay 5e-4) with a linear warm-up, then exponential decay 1e-2 → 1e-5 over
+the run (SiamFC defaults, NOTES §3). Checkpoints (written atomically) hold the config, the model,
+optimizer, scheduler, step counters, every RNG state and the history, so ``resume`` continues a
+killed run exactly. Under ``torchrun`` (WORLD_SIZE > 1) the run is data-parallel
+(DistributedDataParallel); ``batch_size`` is the global batch, split evenly between processes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from backbones import ConfigError, IENLoss, double_batch, from_dict, group_max_pool, parse_group, to_dict
+from backbones.checkpoints import CheckpointError, load_checkpoint, save_atomic
+from backbones.config import read_toml
+from evaluation.datasets import DatasetError
+from tracker.models import ModelConfig, build_model
+
+__all__ = [
+    "TrainConfig", "DataConfig", "RunConfig", "TrainingError", "Trainer", "WarmupExponentialDecay",
+    "read_config", "merge_overrides", "load_pairs", "export_weights", "distributed_env",
+    "CHECKPOINT_NAME",
+]
+
+CHECKPOINT_NAME = "checkpoint.pth"
+CHECKPOINT_FORMAT = "ien-tracking/tracker-training"
+
+
+class TrainingError(ValueError):
+    """A training run that cannot start or go on (bad data, diverged loss, unusable output folder)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+@dataclass
+class TrainConfig:
+    """Optimisation settings of a tracker training run (the [train] section of a config)."""
+
+    epochs: int = 50
+    pairs_per_epoch: int = 50_000
+    batch_size: int = 32              # global batch (split between processes under torchrun)
+    lr: float = 1e-2                  # after warm-up
+    lr_end: float = 1e-5              # at the last step (exponential decay in between)
+    warmup_epochs: float = 1.0        # linear warm-up from lr * warmup_start_factor to lr
+    warmup_start_factor: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float = 0.0            # max global grad norm; 0 = no clipping
+    beta: float = 1.0                 # weight of the IEN loss; 0 = plain-CNN baseline
+    ien_inputs: str = "z"             # which batches get a rotated twin: "z" (templates) or "zx"
+    ien_layer_weights: list = field(default_factory=list)   # per watched layer; [] = all 1
+    seed: int = 0
+    num_workers: int = 2              # DataLoader worker processes (per process)
+    checkpoint_every: int = 0         # also checkpoint every N steps (0 = at epoch ends only)
+    log_every: int = 10               # steps between entries of the per-step history
+    amp: bool = False                 # bfloat16 autocast on CUDA (ignored on CPU)
+
+    def __post_init__(self):
+        ints = ("epochs", "pairs_per_epoch", "batch_size", "seed", "num_workers", "checkpoint_every",
+                "log_every")
+        for name in ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"train.{name} must be an integer, got {value!r}")
+        for name in ("lr", "lr_end", "warmup_epochs", "warmup_start_factor", "momentum", "weight_decay",
+                     "grad_clip", "beta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"train.{name} must be a number, got {value!r}")
+            setattr(self, name, float(value))
+        if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1:
+            raise ConfigError("train.epochs, train.batch_size and train.log_every must be >= 1")
+        if self.pairs_per_epoch < self.batch_size:
+            raise ConfigError(f"train.pairs_per_epoch ({self.pairs_per_epoch}) must be at least "
+                              f"train.batch_size ({self.batch_size})")
+        if not (self.lr > 0 and self.lr_end > 0):
+            raise ConfigError("train.lr and train.lr_end must be positive")
+        if not 0 < self.warmup_start_factor <= 1:
+            raise ConfigError("train.warmup_start_factor must be in (0, 1]")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"train.warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        for name in ("momentum", "weight_decay", "grad_clip", "beta"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.num_workers < 0 or self.checkpoint_every < 0:
+            raise ConfigError("train.num_workers and train.checkpoint_every must be >= 0")
+        if self.ien_inputs not in ("z", "zx"):
+            raise ConfigError(f"train.ien_inputs must be 'z' or 'zx', got {self.ien_inputs!r}")
+        if not isinstance(self.ien_layer_weights, (list, tuple)):
+            raise ConfigError("train.ien_layer_weights must be a list of numbers")
+        try:
+            self.ien_layer_weights = [float(w) for w in self.ien_layer_weights]
+        except (TypeError, ValueError):
+            raise ConfigError(f"train.ien_layer_weights must be numbers, got {self.ien_layer_weights!r}") from None
+        if not isinstance(self.amp, bool):
+            raise ConfigError(f"train.amp must be true or false, got {self.amp!r}")
+
+
+@dataclass
+class DataConfig:
+    """Where the training pairs come from (the [data] section of a config)."""
+
+    path: str = "generated"           # "generated" = the embedded default dataset, else a folder
+    layout: str = "auto"              # "auto", "got10k" or "otb"
+    subset: str = ""                  # GOT-10k subset folder ("" = the folder itself, or train/val/test)
+    frame_range: int = 100            # max frame distance between template and search frame
+    augment: bool = True
+    max_rotation_deg: float = 0.0     # extra random in-plane rotation of search crops
+
+    def __post_init__(self):
+        if not isinstance(self.path, str) or not self.path:
+            raise ConfigError(f"data.path must be a folder or 'generated', got {self.path!r}")
+        if self.layout not in ("auto", "got10k", "otb"):
+            raise ConfigError(f"data.layout must be auto, got10k or otb, got {self.layout!r}")
+        if not isinstance(self.subset, str):
+            raise ConfigError(f"data.subset must be a string, got {self.subset!r}")
+        if isinstance(self.frame_range, bool) or not isinstance(self.frame_range, int) or self.frame_range < 1:
+            raise ConfigError(f"data.frame_range must be a positive integer, got {self.frame_range!r}")
+        if not isinstance(self.augment, bool):
+            raise ConfigError(f"data.augment must be true or false, got {self.augment!r}")
+        if isinstance(self.max_rotation_deg, bool) or not isinstance(self.max_rotation_deg, (int, float)) \
+                or not 0 <= self.max_rotation_deg <= 180:
+            raise ConfigError(f"data.max_rotation_deg must be in [0, 180], got {self.max_rotation_deg!r}")
+        self.max_rotation_deg = float(self.max_rotation_deg)
+
+
+@dataclass
+class RunConfig:
+    """A whole training config: [model], [train], [data]."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self):
+        for name, cls in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, from_dict(cls, value, name))
+            elif not isinstance(value, cls):
+                raise ConfigError(f"[{name}] must be a table, got {type(value).__name__}")
+        group = self.model.backbone.group
+        if self.train.beta > 0 and parse_group(group).is_plain:
+            raise ConfigError(f"train.beta = {self.train.beta:g} needs orientation groups, but "
+                              "model.backbone.group is 'none' (use beta = 0 for a plain network)")
+
+    def to_dict(self) -> dict:
+        return {"model": to_dict(self.model), "train": to_dict(self.train), "data": to_dict(self.data)}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> "RunConfig":
+        return from_dict(cls, data, where)
+
+
+def merge_overrides(base: dict, overrides: dict) -> dict:
+    """Deep-merge nested ``overrides`` into a copy of ``base`` (None values are skipped)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            current = out.get(key, {})
+            out[key] = merge_overrides(current if isinstance(current, dict) else {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Read a TOML config (sections [model] incl. [model.backbone], [train], [data]) strictly.
+
+    ``overrides`` is a nested dict merged in before validation, e.g. {"train": {"beta": 0}}.
+    """
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        raw = read_toml(path)
+    raw = merge_overrides(raw, overrides or {})
+    where = path.name if path is not None else "config"
+    return from_dict(RunConfig, raw, where)
+
+
+# ------------------------------------------------------------------------------------------------
+# learning-rate schedule
+class WarmupExponentialDecay:
+    """LR factor of step s: linear warm-up start→1 over ``warmup_steps``, then ``end ** t`` with t
+    going 0→1 over the remaining steps (exponential decay from lr to lr_end = lr · end)."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, start_factor: float, end_factor: float):
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.start_factor = float(start_factor)
+        self.end_factor = float(end_factor)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.start_factor + (1.0 - self.start_factor) * step / self.warmup_steps
+        span = max(1, self.total_steps - 1 - self.warmup_steps)
+        t = min(1.0, (step - self.warmup_steps) / span)
+        return self.end_factor ** t
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+def load_pairs(config: RunConfig, workers: int = 1):
+    """The PairSampler of a run config: the embedded generated dataset or a GOT-10k/OTB folder."""
+    from evaluation.datasets import load_sequences
+    from training.pairs import PairSampler
+
+    data = config.data
+    if data.path == "generated":
+        from evaluation.synthetic import default_dataset
+
+        root = default_dataset("train", workers=max(1, workers))
+    else:
+        root = Path(data.path).expanduser()
+    sequences = load_sequences(root, layout=data.layout, subset=data.subset or None)
+    m = config.model
+    return PairSampler(
+        sequences, config.train.pairs_per_epoch, exemplar_size=m.exemplar_size,
+        instance_size=m.instance_size, context=m.context, frame_range=data.frame_range,
+        augment=data.augment, max_rotation_deg=data.max_rotation_deg, seed=config.train.seed,
+    )
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Batches of pair indices, one per optimizer step from ``start_step`` on.
+
+    Global step s covers pairs [s·B, (s+1)·B); process ``rank`` of ``world`` takes its contiguous
+    share, so a step sees the same pairs whatever the number of processes.
+    """
+
+    def __init__(self, steps: int, batch_size: int, rank: int = 0, world: int = 1, start_step: int = 0):
+        self.steps, self.batch_size, self.start_step = steps, batch_size, start_step
+        self.local = batch_size // world
+        self.offset = rank * self.local
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_step)
+
+    def __iter__(self):
+        for s in range(self.start_step, self.steps):
+            first = s * self.batch_size + self.offset
+            yield list(range(first, first + self.local))
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    """A seed for the random parts of one step (IEN transforms, RPN anchor sampling)."""
+    return int(np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(1, np.uint32)[0])
+
+
+def _worker_error_message(exc: BaseException) -> str:
+    """The original message of an exception re-raised by a DataLoader worker (no traceback)."""
+    text = str(exc)
+    if "DataLoader worker" not in text:
+        return text
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else text
+    head, sep, tail = last.partition(": ")
+    return tail if sep and (head.endswith("Error") or head.endswith("Exception")) else last
+
+
+# ------------------------------------------------------------------------------------------------
+# distributed helpers
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from the torchrun environment ((0, 1, 0) otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return rank, world, local
+
+
+def _resolve_device(device: str | torch.device | None, local_rank: int, world: int) -> torch.device:
+    if device is None or str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise TrainingError(f"bad --device {device!r}: {exc}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("CUDA was requested but is not available")
+        if world > 1:
+            device = torch.device("cuda", local_rank)
+        elif device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device.index >= torch.cuda.device_count():
+            raise TrainingError(f"no CUDA device {device.index} (found {torch.cuda.device_count()})")
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise TrainingError(f"unsupported device {str(device)!r} (use auto, cpu or cuda[:N])")
+    return device
+
+
+def _rng_state(device: torch.device) -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# the loss of one step, as a module (DistributedDataParallel synchronises through its forward)
+class _LossModule(nn.Module):
+    def __init__(self, model: nn.Module, train: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.beta = train.beta
+        self.double_x = train.ien_inputs == "zx"
+        weights = train.ien_layer_weights or None
+        self.ien = IENLoss(model.backbone.spec, train.beta, weights) if train.beta > 0 else None
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, box_x: torch.Tensor, step_seed: int) -> dict:
+        n = z.shape[0]
+        gen = torch.Generator().manual_seed(step_seed)
+        spec = self.model.backbone.spec
+        tz = tx = None
+        if self.ien is not None:
+            z, tz = double_batch(z, spec, gen)
+            if self.double_x:
+                x, tx = double_batch(x, spec, gen)
+        z_out = self.model.extract(z)
+        x_out = self.model.extract(x)
+        parts = self.model.losses(z_out.out[:n], x_out.out[:n], box_x, generator=gen)
+        result = {"tracking": parts["total"]}
+        result.update({k: v for k, v in parts.items() if k != "total"})
+        if self.ien is None:
+            result["loss"] = parts["total"]
+            return result
+        ien = self.ien([f.float() for f in z_out.watched], tz)
+        ien_total, per_layer = ien.total, ien.per_layer
+        relative = self._relative(per_layer, z_out.watched, n)
+        if tx is not None:
+            ien_x = self.ien([f.float() for f in x_out.watched], tx)
+            ien_total = (ien_total + ien_x.total) / 2
+            relative = (relative + self._relative(ien_x.per_layer, x_out.watched, n)) / 2
+            per_layer = (per_layer + ien_x.per_layer) / 2
+        result["loss"] = parts["total"] + ien_total
+        result["ien"] = per_layer.sum()          # Σ_j L_j, unweighted by β (comparable across β)
+        result["ien_rel"] = relative
+        result["ien_layers"] = per_layer
+        return result
+
+    @torch.no_grad()
+    def _relative(self, per_layer: torch.Tensor, watched, n: int) -> torch.Tensor:
+        """Mean over layers of L_j / mean(P f_j(x)²): the IEN term relative to the pooled features'
+        energy, which (unlike the raw MSE) cannot go down by merely shrinking the features."""
+        spec = self.model.backbone.spec
+        energy = torch.stack([group_max_pool(f[:n].float(), spec).pow(2).mean() for f in watched])
+        return (per_layer / energy.clamp_min(1e-12)).mean()
+
+
+# ------------------------------------------------------------------------------------------------
+class Trainer:
+    """Trains one tracker config; ``fit`` runs (or continues) it, writing OUT/checkpoint.pth.
+
+    ``device``: "auto" (CUDA when present), "cpu", "cuda", ...; under torchrun each process uses its
+    LOCAL_RANK GPU. ``progress``: show a tqdm bar (rank 0 only).
+    """
+
+    def __init__(self, config: RunConfig, out_dir: str | Path, device: str | None = "auto",
+                 num_workers: int | None = None, progress: bool = True):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        train = config.train
+        self.num_workers = train.num_workers if num_workers is None else int(num_workers)
+        self.rank, self.world, local_rank = distributed_env()
+        if train.batch_size % self.world:
+            raise TrainingError(f"train.batch_size {train.batch_size} does not split evenly between "
+                                f"{self.world} processes")
+        self.device = _resolve_device(device, local_rank, self.world)
+        self.is_main = self.rank == 0
+        self.progress = progress and self.is_main
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend)
+        seed_everything(train.seed)
+        self.model = build_model(config.model).to(self.device)
+        if train.ien_layer_weights and len(train.ien_layer_weights) != len(self.model.backbone.watched_names):
+            raise ConfigError(f"train.ien_layer_weights has {len(train.ien_layer_weights)} entries for the "
+                              f"{len(self.model.backbone.watched_names)} watched layers "
+                              f"({', '.join(self.model.backbone.watched_names)})")
+        self.loss_module = _LossModule(self.model, train)
+        self.step_module: nn.Module = self.loss_module
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = nn.parallel.DistributedDataParallel(self.loss_module, device_ids=ids)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=train.lr, momentum=train.momentum,
+                                         weight_decay=train.weight_decay)
+        self.steps_per_epoch = train.pairs_per_epoch // train.batch_size
+        self.total_steps = train.epochs * self.steps_per_epoch
+        self.schedule = WarmupExponentialDecay(
+            self.total_steps, round(train.warmup_epochs * self.steps_per_epoch),
+            train.warmup_start_factor, train.lr_end / train.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.step = 0
+        self.epoch = 0                       # completed epochs
+        self.history: dict = {"epochs": [], "steps": []}
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._last_lr = train.lr
+        self._stop_requested = False
+        self._pairs = None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    @property
+    def watched_names(self) -> list[str]:
+        return list(self.model.backbone.watched_names)
+
+    def state_dict(self) -> dict:
+        """The checkpoint: everything needed to continue the run exactly (RNG states of every process)."""
+        rng = _rng_state(self.device)
+        if self.world > 1:
+            states = [None] * self.world
+            torch.distributed.all_gather_object(states, rng)
+        else:
+            states = [rng]
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "epoch_sums": {"sums": dict(self._sums), "count": self._count},
+            "rng": states,
+            "world_size": self.world,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, ckpt: dict) -> None:
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError("not a tracker training checkpoint (no optimizer state to resume from)")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self._sums = dict(ckpt["epoch_sums"]["sums"])
+        self._count = int(ckpt["epoch_sums"]["count"])
+        self.history = ckpt["history"]
+        states = ckpt["rng"]
+        _set_rng_state(states[self.rank] if self.rank < len(states) else states[0], self.device)
+
+    def save_checkpoint(self) -> None:
+        """Write OUT/checkpoint.pth and OUT/history.json atomically (rank 0; every rank must call)."""
+        state = self.state_dict()
+        if self.is_main:
+            save_atomic(state, self.checkpoint_path)
+            _write_json_atomic(self.history, self.out_dir / "history.json")
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def resume(self, path: str | Path | None = None) -> None:
+        # on the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest to the device
+        ckpt = load_checkpoint(path or self.checkpoint_path, map_location="cpu")
+        self.load_state_dict(ckpt)
+
+    # -- one step ------------------------------------------------------------------------------
+    def pairs(self):
+        """The run's PairSampler (under torchrun rank 0 first: it may generate the cached dataset)."""
+        if self._pairs is None:
+            if self.world > 1 and not self.is_main:
+                torch.distributed.barrier()
+            self._pairs = load_pairs(self.config, workers=self.num_workers)
+            if self.world > 1 and self.is_main:
+                torch.distributed.barrier()
+        return self._pairs
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One optimizer step on a collated batch {"z", "x", "box_x", ...}; returns the step's losses."""
+        train = self.config.train
+        self.model.train()
+        dev = self.device
+        z = torch.as_tensor(batch["z"]).to(dev, torch.float32, non_blocking=True)
+        x = torch.as_tensor(batch["x"]).to(dev, torch.float32, non_blocking=True)
+        box_x = torch.as_tensor(batch["box_x"]).to(dev, torch.float32, non_blocking=True)
+        amp = train.amp and dev.type == "cuda"
+        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+        with ctx:
+            out = self.step_module(z, x, box_x, _step_seed(train.seed, self.step, self.rank))
+        loss = out["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        values = {k: v.detach().float() for k, v in out.items() if k != "ien_layers"}
+        names = list(values)
+        flat = torch.stack([values[k] for k in names])
+        if "ien_layers" in out:
+            flat = torch.cat([flat, out["ien_layers"].detach().float()])
+        flat = flat.cpu().tolist()
+        if not all(math.isfinite(v) for v in flat):
+            raise TrainingError(f"the loss became non-finite at step {self.step + 1} "
+                                f"({dict(zip(names, flat))}); lower train.lr or set train.grad_clip")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        result = dict(zip(names, flat[: len(names)]))
+        for name, value in zip(self.watched_names, flat[len(names):]):
+            result[f"ien/{name}"] = value
+        result["lr"] = self._last_lr = lr
+        return result
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _loader(self, epoch: int, start_step: int):
+        train = self.config.train
+        pairs = self.pairs()
+        pairs.set_epoch(epoch)
+        sampler = _StepBatches(self.steps_per_epoch, train.batch_size, self.rank, self.world, start_step)
+        gen = torch.Generator().manual_seed(_step_seed(train.seed, epoch, 10_000 + self.rank))
+        if self.num_workers > 0:
+            # The workers are the parallelism: one OpenCV thread each. Set here, before the fork
+            # (changing it inside a forked worker can deadlock on the parent's thread pool).
+            import cv2
+
+            cv2.setNumThreads(1)
+        return torch.utils.data.DataLoader(
+            pairs, batch_sampler=sampler, num_workers=self.num_workers, worker_init_fn=_seed_worker,
+            generator=gen, pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.num_workers > 0 else None,
+        )
+
+    def _reduce_sums(self) -> tuple[dict, int]:
+        if self.world == 1 or not self._sums:
+            return dict(self._sums), self._count
+        names = sorted(self._sums)
+        t = torch.tensor([self._sums[k] for k in names] + [float(self._count)], dtype=torch.float64,
+                         device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.all_reduce(t)
+        vals = t.tolist()
+        return dict(zip(names, vals[:-1])), int(vals[-1])
+
+    def _finish_epoch(self, epoch: int, seconds: float, pairs: int) -> dict:
+        sums, count = self._reduce_sums()
+        record = {"epoch": epoch + 1, "step": self.step, "lr": self._last_lr}
+        layers = {}
+        for key, value in sums.items():
+            mean = value / max(1, count)
+            if key.startswith("ien/"):
+                layers[key[4:]] = mean
+            elif key != "lr":
+                record[key] = mean
+        if layers:
+            record["ien_layers"] = layers
+        record["pairs"] = pairs
+        record["time_s"] = round(seconds, 3)
+        record["pairs_per_s"] = round(pairs / seconds, 2) if seconds > 0 else None
+        self.history["epochs"].append(record)
+        self._sums, self._count = {}, 0
+        return record
+
+    def fit(self, max_steps: int | None = None) -> dict:
+        """Train until the config's last epoch, or for at most ``max_steps`` steps in this call.
+
+        Checkpoints at every epoch end, every ``checkpoint_every`` steps, and where it stops early.
+        Returns a summary (also the last JSON line the CLI prints).
+        """
+        train = self.config.train
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(self.config.to_dict(), self.out_dir / "config.json")
+        self.pairs()                          # data errors before any progress output
+        stop_at = self.total_steps if max_steps is None else min(self.total_steps, self.step + int(max_steps))
+        started, start_step = time.time(), self.step
+        stopped = False
+        from tqdm import tqdm
+
+        while self.step < stop_at and not stopped:
+            epoch = self.step // self.steps_per_epoch
+            first = self.step - epoch * self.steps_per_epoch
+            epoch_started, epoch_first_step = time.time(), self.step
+            bar = tqdm(total=self.steps_per_epoch, initial=first, disable=not self.progress,
+                       desc=f"epoch {epoch + 1}/{train.epochs}", unit="step", dynamic_ncols=True,
+                       leave=True, file=sys.stderr)
+            try:
+                for batch in self._loader(epoch, first):
+                    values = self.train_step(batch)
+                    for key, value in values.items():
+                        self._sums[key] = self._sums.get(key, 0.0) + value
+                    self._count += 1
+                    if self.step % train.log_every == 0 and self.is_main:
+                        self.history["steps"].append(
+                            {"step": self.step, **{k: round(v, 6) for k, v in values.items()
+                                                   if not k.startswith("ien/")}})
+                    shown = {"loss": values["loss"], "trk": values["tracking"]}
+                    if "ien" in values:
+                        shown["ien"] = values["ien"]
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()} | {"lr": f"{values['lr']:.1e}"})
+                    bar.update()
+                    end_of_epoch = self.step % self.steps_per_epoch == 0
+                    if (train.checkpoint_every and self.step % train.checkpoint_every == 0
+                            and not end_of_epoch and self.step < stop_at):
+                        self.save_checkpoint()
+                    if self.step >= stop_at:
+                        break
+                    if self._should_stop():
+                        stopped = True
+                        break
+            except DatasetError as exc:          # a corrupt frame, maybe re-raised by a worker
+                bar.leave = False
+                raise DatasetError(_worker_error_message(exc)) from None
+            except RuntimeError as exc:          # e.g. a worker killed by the OOM killer or a signal
+                if "DataLoader worker" not in str(exc) or "Original Traceback" in str(exc):
+                    raise
+                if not self._stop_requested:
+                    raise TrainingError(str(exc)) from None
+                stopped = True                   # between two steps: the state is consistent
+            finally:
+                bar.close()
+            if self.step % self.steps_per_epoch == 0:
+                pairs = (self.step - epoch_first_step) * train.batch_size
+                record = self._finish_epoch(epoch, time.time() - epoch_started, pairs)
+                self.epoch = epoch + 1
+                if self.is_main:
+                    brief = {k: round(v, 5) for k, v in record.items() if isinstance(v, float)}
+                    print(f"epoch {epoch + 1}: {json.dumps(brief)}", file=sys.stderr)
+            self.save_checkpoint()
+        elapsed = time.time() - started
+        summary = self.summary(elapsed, (self.step - start_step) * train.batch_size)
+        summary["interrupted"] = stopped
+        return summary
+
+    def request_stop(self) -> None:
+        """Ask ``fit`` to stop after the current step and write a checkpoint (e.g. from a signal handler)."""
+        self._stop_requested = True
+
+    def _should_stop(self) -> bool:
+        if self.world == 1:
+            return self._stop_requested
+        flag = torch.tensor([float(self._stop_requested)],
+                            device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)   # every rank stops together
+        return bool(flag.item())
+
+    def summary(self, seconds: float, pairs: int) -> dict:
+        epochs = self.history["epochs"]
+        first, last = (epochs[0], epochs[-1]) if epochs else ({}, {})
+        return {
+            "epochs": self.epoch,
+            "steps": self.step,
+            "finished": self.step >= self.total_steps,
+            "final": {k: v for k, v in last.items() if k not in ("epoch", "step", "pairs", "time_s", "pairs_per_s")},
+            "loss_first_epoch": first.get("loss"),
+            "loss_last_epoch": last.get("loss"),
+            "ien_first_epoch": first.get("ien"),
+            "ien_last_epoch": last.get("ien"),
+            "ien_rel_first_epoch": first.get("ien_rel"),
+            "ien_rel_last_epoch": last.get("ien_rel"),
+            "time_s": round(seconds, 2),
+            "pairs_per_s": round(pairs / seconds, 2) if seconds > 0 else None,
+            "world_size": self.world,
+            "device": str(self.device),
+            "checkpoint": str(self.checkpoint_path),
+        }
+
+
+def _write_json_atomic(obj, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ------------------------------------------------------------------------------------------------
+def export_weights(checkpoint: str | Path, out_path: str | Path, half: bool = False) -> dict:
+    """Write a small inference checkpoint: {"config", "model"} (+ a brief training record).
+
+    ``half``: store floating-point weights as float16 (load_state_dict casts them back to float32).
+    Loadable by ``tracker.build_tracker(name, checkpoint=out_path)`` (it reads config["model"]).
+    """
+    ckpt = load_checkpoint(checkpoint)
+    if "model" not in ckpt["config"]:
+        raise CheckpointError(f"{checkpoint}: its config has no [model] section (not a tracker checkpoint)")
+    build_model(ckpt["config"]["model"]).load_state_dict(ckpt["model"])   # check it loads
+    state = {k: (v.detach().to("cpu", torch.float16) if half and v.is_floating_point() else v.detach().cpu())
+             for k, v in ckpt["model"].items()}
+    epochs = ckpt.get("history", {}).get("epochs", []) if isinstance(ckpt.get("history"), dict) else []
+    exported = {
+        "config": ckpt["config"],
+        "model": state,
+        "trained": {"epochs": ckpt.get("epoch"), "steps": ckpt.get("step"),
+                    "last_epoch": epochs[-1] if epochs else None,
+                    "dtype": "float16" if half else "float32"},
+    }
+    save_atomic(exported, out_path)
+    return {"export": str(out_path), "bytes": Path(out_path).stat().st_size, "dtype": exported["trained"]["dtype"]}
