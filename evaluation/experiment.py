@@ -62,9 +62,31 @@ def parse_tracker_spec(spec: str) -> tuple[str, str, Path | None]:
     return f"{name}@{checkpoint.stem}", name, checkpoint
 
 
-def build_named_tracker(name: str, checkpoint=None, device: str | None = None):
+def parse_tracker_options(items: list[str]) -> dict:
+    """["key=value", ...] -> {key: value}, values read as JSON when they parse (numbers, true...)."""
+    import json
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TrackerSpecError(f"bad tracker option {item!r}: use KEY=VALUE")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def options_label(options: dict) -> str:
+    """The suffix that keeps results of different tracker options apart: "[k=v,k=v]"."""
+    return "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]" if options else ""
+
+
+def build_named_tracker(name: str, checkpoint=None, device: str | None = None, **options):
     """'identity' -> IdentityTracker; any other name through ``tracker.build_tracker``
-    (imported lazily, so evaluation works before/without the tracker package)."""
+    (imported lazily, so evaluation works before/without the tracker package), with
+    ``options`` as its tracking options."""
     if name == "identity":
         if checkpoint is not None:
             raise TrackerSpecError("the identity tracker takes no checkpoint")
@@ -77,7 +99,7 @@ def build_named_tracker(name: str, checkpoint=None, device: str | None = None):
                                "'identity' can be used") from None
     try:
         return build_tracker(name, checkpoint=None if checkpoint is None else str(checkpoint),
-                             device=device)
+                             device=device, **options)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise TrackerSpecError(f"cannot build tracker {name!r}: {message}") from None

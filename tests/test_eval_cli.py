@@ -298,3 +298,23 @@ def test_a_tracker_rejecting_its_input_names_tracker_and_sequence(tmp_path):
     with pytest.raises(TrackingError, match="picky on sequence s: box outside the frame"):
         run_trackers({"picky": Picky}, [seq], store, progress=False)
     assert not store.paths("picky", "s")["boxes"].exists()
+
+
+def test_tracker_options_reach_the_trackers_and_label_their_results(tmp_path, capsys):
+    from backbones.checkpoints import save_atomic
+    from tracker.models import build_model
+
+    cfg = {"type": "siamfc", "backbone": {"name": "resnet22", "group": "R4", "width_mult": 0.0625}}
+    ckpt = tmp_path / "tiny.pth"
+    save_atomic({"config": {"model": cfg}, "model": build_model(cfg).state_dict()}, ckpt)
+    data, out = _got_dataset(tmp_path / "GOT-10k"), tmp_path / "out"
+    base = ["--dataset", "got10k", "--root", str(data), "--subset", "val", "--out", str(out),
+            "--no-progress", "--no-plots", "--trackers", "identity", f"siamfc={ckpt}"]
+    assert evaluate.main(base + ["--tracker-option", "orientations=4",
+                                 "--tracker-option", "orientation_margin=0.5"]) == 0
+    label = "siamfc@tiny[orientation_margin=0.5,orientations=4]"
+    assert set(json.loads((out / "report.json").read_text())["trackers"]) == {"identity", label}
+    assert list((out / "results" / label).rglob("*angle*"))   # the rotation estimate was on
+    capsys.readouterr()
+    assert evaluate.main(base + ["--tracker-option", "orientations=-1"]) == 2
+    assert "orientations" in capsys.readouterr().err

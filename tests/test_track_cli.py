@@ -102,7 +102,8 @@ def test_tracks_a_video_file_writes_video_and_boxes(tmp_path, capsys, checkpoint
     write_video(video, frames)
     out_video, out_boxes = tmp_path / "out" / "tracked.mp4", tmp_path / "out" / "boxes.txt"
     code, out, err = call(capsys, "--video", video, "--init-box", "20,20,24,24", "--checkpoint", checkpoint,
-                          "--output", out_video, "--boxes", out_boxes, "--no-display", "--device", "cpu")
+                          "--output", out_video, "--boxes", out_boxes, "--no-display", "--device", "cpu",
+                          "--orientations", "0")
     assert code == 0, err
     assert "FPS" in out
     pred = np.loadtxt(out_boxes, delimiter=",")
@@ -128,7 +129,7 @@ def test_folder_with_gray_rgba_and_16bit_frames(tmp_path, capsys, checkpoint):
     (folder / "notes.txt").write_text("not a frame")
     out_boxes = tmp_path / "boxes.txt"
     code, out, err = call(capsys, "--video", folder, "--init-box", "20 20 24 24", "--checkpoint", checkpoint,
-                          "--boxes", out_boxes, "--no-display")
+                          "--boxes", out_boxes, "--no-display", "--orientations", "0")
     assert code == 0, err
     pred = np.loadtxt(out_boxes, delimiter=",")
     assert pred.shape == (N, 4) and box_iou(pred, boxes).mean() > 0.6

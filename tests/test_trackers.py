@@ -113,6 +113,33 @@ def test_untrained_siamfc_follows_a_moving_target_the_identity_tracker_loses():
         assert still.mean() < 0.3 and still[-1] == 0.0
 
 
+def test_rot_variants_estimate_rotation_and_defaults_do_not():
+    from tracker import DEFAULT_OPTIONS
+
+    assert DEFAULT_OPTIONS["siamfc-ien-rot"] == {"orientations": 8, "orientation_window": 45.0}
+    model = tiny_model()
+    rot = build_tracker("siamfc-ien-rot", model=model, device="cpu")
+    fast = build_tracker("siamfc-plain", model=model, device="cpu")
+    frame = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    for trk in (rot, fast):
+        trk.init(frame, [30, 30, 24, 24])
+        trk.update(frame)
+    assert rot.last_angle is not None and rot.last_polygon.shape == (8,)
+    assert fast.last_angle is None and fast.last_polygon is None
+
+
+def test_orientation_margin_keeps_the_current_orientation():
+    """With a margin larger than any response, the template bank never changes orientation."""
+    frames = [np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8) for i in range(4)]
+    trk = build_tracker("siamfc", model=tiny_model(), device="cpu", orientations=8, orientation_margin=1e6)
+    trk.init(frames[0], [30, 30, 24, 24])
+    for f in frames[1:]:
+        trk.update(f)
+        assert trk.last_angle == 0.0
+    with pytest.raises(TrackerError, match="orientation_margin"):
+        build_tracker("siamfc", model=tiny_model(), device="cpu", orientations=8, orientation_margin=-1)
+
+
 def test_siamfc_estimates_rotation_with_a_template_bank():
     """Target rotated exactly by 90° per frame (np.rot90 is CCW on screen): the bank finds the angle."""
     model = tiny_model()

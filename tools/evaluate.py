@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from evaluation.datasets import (DatasetError, DatasetWarning, detect_layout,  # noqa: E402
                                  load_sequences)
 from evaluation.experiment import (ResultStore, TrackerSpecError, TrackingError,  # noqa: E402
-                                   build_named_tracker, parse_tracker_spec, run_trackers)
+                                   build_named_tracker, options_label, parse_tracker_options,
+                                   parse_tracker_spec, run_trackers)
 from evaluation.report import build_report, markdown_summary, write_report  # noqa: E402
 
 
@@ -63,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="re-run finished sequences")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip broken sequences with a warning instead of stopping")
+    p.add_argument("--tracker-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="tracking option for every tracker (e.g. orientations=8, orientation_margin=1); "
+                        "repeatable; the result labels carry it")
     p.add_argument("--static", action="store_true",
                    help="--dataset generated: the non-rotating twin of the generated test set")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -131,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
 
     # trackers: parse all specs first; build those with unfinished sequences up front, so a
     # bad name or checkpoint fails before any tracking starts
+    options = parse_tracker_options(args.tracker_option)
     specs = [parse_tracker_spec(s) for s in args.trackers]
+    specs = [(label + (options_label(options) if name != "identity" else ""), name, ckpt)
+             for label, name, ckpt in specs]
     labels = [label for label, _, _ in specs]
     duplicates = sorted({lb for lb in labels if labels.count(lb) > 1})
     if duplicates:
@@ -140,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     factories = {}
     for label, name, checkpoint in specs:
         needed = args.overwrite or not all(store.is_complete(label, s) for s in sequences)
-        tracker = build_named_tracker(name, checkpoint, args.device) if needed else None
+        opts = options if name != "identity" else {}
+        tracker = build_named_tracker(name, checkpoint, args.device, **opts) if needed else None
         factories[label] = (lambda t=tracker: t)
 
     results = run_trackers(factories, sequences, store, overwrite=args.overwrite,

@@ -152,6 +152,7 @@ class SiamFCParams:
     response_up: int = 16
     orientations: int = 0              # N > 0: estimate rotation with N rotated templates
     orientation_window: float = 0.0    # search orientations within ± this many degrees of the last (0: all)
+    orientation_margin: float = 0.0    # a new orientation must beat the current one's peak by this (logits)
 
     def __post_init__(self):
         for name in ("scale_num", "response_up", "orientations"):
@@ -167,6 +168,8 @@ class SiamFCParams:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.orientation_window >= 0:
             raise ConfigError(f"orientation_window must be >= 0, got {self.orientation_window}")
+        if not self.orientation_margin >= 0:
+            raise ConfigError(f"orientation_margin must be >= 0, got {self.orientation_margin}")
 
 
 class Peak(NamedTuple):
@@ -240,7 +243,11 @@ class SiamFCTracker(SiameseTracker):
         s, _, r, _ = responses.shape
         candidates = responses[:, allowed]                               # (S, n, R, R)
         # each scale's best orientation, chosen on the raw peaks (with no bank: the one template)
-        keep = candidates.reshape(s, len(allowed), -1).max(axis=2).argmax(axis=1)
+        peaks = candidates.reshape(s, len(allowed), -1).max(axis=2)      # (S, n)
+        if self.params.orientation_margin and len(allowed) > 1:
+            # like the scale penalty: a change of orientation needs a clearly better match
+            peaks = peaks - self.params.orientation_margin * (allowed != self.orientation_index)[None, :]
+        keep = peaks.argmax(axis=1)
         maps = candidates[np.arange(s), keep]                            # (S, R, R)
         u = self.upscale_size
         up = cv2.resize(np.ascontiguousarray(maps.transpose(1, 2, 0)), (u, u), interpolation=cv2.INTER_CUBIC)
