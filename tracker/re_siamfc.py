@@ -26,8 +26,7 @@ from backbones import BackboneOutput, ConfigError, from_dict
 from backbones.cnn import Backbone
 from backbones.steerable import E2ResNet22
 
-from .orientation import (angle_difference, orientation_mask, polygon_bounds, refine_orientation,
-                          rotated_template_bank, scores_at)
+from .orientation import angle_difference, polygon_bounds, refine_orientation, scores_at
 from .siamfc import Peak, SiamFCParams, SiamFCTracker, TrackerError, rotated_box_polygon
 
 __all__ = ["RESiamFCOptions", "RESiamFCTracker", "ExportedE2ResNet22", "export_e2_backbone"]
@@ -154,15 +153,6 @@ class RESiamFCTracker(SiamFCTracker):
         self._pending_offset = 0.0
 
     # ---- hook overrides ----------------------------------------------------------------
-    def template_crops(self, frame: np.ndarray) -> np.ndarray:
-        return rotated_template_bank(frame, self.center, self.z_sz, self.config.exemplar_size,
-                                     self.orientation_angles, self.avg_color)
-
-    def allowed_orientations(self) -> np.ndarray:
-        """Indices searched this frame: within ±γ of the last winning orientation (circular)."""
-        last = self.orientation_angles[self.orientation_index]
-        return np.flatnonzero(orientation_mask(self.orientation_angles, last, self.params.orientation_window))
-
     def locate_peak(self, responses: np.ndarray, allowed: np.ndarray) -> Peak:
         peak = super().locate_peak(responses, allowed)
         self._pending_offset = 0.0

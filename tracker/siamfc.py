@@ -26,7 +26,8 @@ from PIL import Image
 
 from backbones import ConfigError, from_dict
 
-from .crops import context_size, crop_and_resize, crop_many, mean_color
+from .crops import context_size, crop_many, mean_color
+from .orientation import orientation_mask, rotated_template_bank
 
 __all__ = ["TrackerError", "SiameseTracker", "SiamFCParams", "SiamFCTracker", "Peak", "as_rgb_frame",
            "check_init_box", "resolve_device", "rotated_box_polygon"]
@@ -207,11 +208,8 @@ class SiamFCTracker(SiameseTracker):
     # ---- template bank -------------------------------------------------------------------
     def template_crops(self, frame: np.ndarray) -> np.ndarray:
         """(N, e, e, 3) exemplar crops: the target, or N rotated copies (copy k shows it rotated by angle k)."""
-        e = self.config.exemplar_size
-        return np.stack([
-            crop_and_resize(frame, self.center, self.z_sz, e, self.avg_color, angle_deg=-float(angle))
-            for angle in self.orientation_angles
-        ])
+        return rotated_template_bank(frame, self.center, self.z_sz, self.config.exemplar_size,
+                                     self.orientation_angles, self.avg_color)
 
     @torch.inference_mode()
     def build_template(self, frame: np.ndarray):
@@ -228,11 +226,8 @@ class SiamFCTracker(SiameseTracker):
 
     def allowed_orientations(self) -> np.ndarray:
         """Indices of the templates searched this frame (all, or those near the last orientation)."""
-        n = len(self.orientation_angles)
-        if n == 1 or not self.params.orientation_window:
-            return np.arange(n)
-        diff = (self.orientation_angles - self.orientation_angles[self.orientation_index] + 180.0) % 360.0 - 180.0
-        return np.flatnonzero(np.abs(diff) <= self.params.orientation_window + 1e-9)
+        last = self.orientation_angles[self.orientation_index]
+        return np.flatnonzero(orientation_mask(self.orientation_angles, last, self.params.orientation_window))
 
     def locate_peak(self, responses: np.ndarray, allowed: np.ndarray) -> Peak:
         """Best (scale, orientation) after upsampling, scale penalty and cosine window (siamfc-pytorch).
