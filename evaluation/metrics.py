@@ -15,6 +15,7 @@ __all__ = [
     "box_iou", "center_errors", "normalized_center_errors", "polygon_iou", "box_to_polygon",
     "angle_errors", "success_curve", "precision_curve", "got10k_scores", "otb_curves",
     "OTB_IOU_THRESHOLDS", "OTB_CE_THRESHOLDS", "OTB_NCE_THRESHOLDS", "GOT10K_IOU_THRESHOLDS",
+    "paired_difference",
 ]
 
 GOT10K_IOU_THRESHOLDS = np.linspace(0.0, 1.0, 101)   # success curve of the GOT-10k toolkit
@@ -144,3 +145,35 @@ def otb_curves(ious: np.ndarray, errors: np.ndarray, norm_errors: np.ndarray) ->
             "success_rate50": float(succ[len(succ) // 2]),
             "precision20": float(prec[20]),
             "norm_precision": float(np.mean(norm_prec))}
+
+
+def paired_difference(scores, baseline_scores, confidence: float = 0.95, resamples: int = 10_000,
+                      seed: int = 0) -> dict:
+    """Mean of per-sequence differences ``scores - baseline_scores`` with a paired bootstrap
+    confidence interval (sequences resampled with replacement, percentile interval).
+
+    Per-sequence scores of trackers on the same sequences are strongly correlated; the paired
+    interval says whether a difference of means is larger than the sequence-to-sequence noise.
+    Sequences where either score is NaN are left out. Returns mean, ci_low, ci_high,
+    wins / losses / ties (sequences where the tracker is better / worse / equal) and n.
+    """
+    a = np.asarray(scores, dtype=np.float64).reshape(-1)
+    b = np.asarray(baseline_scores, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need equal lengths, got {a.size} and {b.size}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    d = a[keep] - b[keep]
+    n = int(d.size)
+    out = {"n": n, "mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+           "wins": int(np.sum(d > 0)), "losses": int(np.sum(d < 0)), "ties": int(np.sum(d == 0)),
+           "confidence": float(confidence)}
+    if n == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, n, size=(int(resamples), n))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    out.update(mean=float(d.mean()), ci_low=float(np.quantile(means, tail)),
+               ci_high=float(np.quantile(means, 1.0 - tail)))
+    return out

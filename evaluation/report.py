@@ -31,9 +31,10 @@ from .datasets import Sequence
 from .experiment import SequenceResult
 from .metrics import (GOT10K_IOU_THRESHOLDS, OTB_CE_THRESHOLDS, OTB_IOU_THRESHOLDS,
                       OTB_NCE_THRESHOLDS, angle_errors, box_iou, center_errors, got10k_scores,
-                      normalized_center_errors, otb_curves, polygon_iou)
+                      normalized_center_errors, otb_curves, paired_difference, polygon_iou)
 
-__all__ = ["PROTOCOLS", "sequence_scores", "build_report", "write_report", "markdown_summary"]
+__all__ = ["PROTOCOLS", "sequence_scores", "build_report", "write_report", "markdown_summary",
+           "compare_to_baseline", "markdown_comparison"]
 
 PROTOCOLS = ("got10k", "otb", "generated")
 
@@ -182,6 +183,45 @@ def build_report(protocol: str, sequences: list[Sequence],
     return report
 
 
+def compare_to_baseline(report: dict, baseline: str, metrics=("success_auc", "ao")) -> dict:
+    """Paired per-sequence differences of every tracker against ``baseline`` (a tracker label of
+    the report), with bootstrap 95% intervals; stored as ``report["comparison"]``."""
+    trackers = report["trackers"]
+    if baseline not in trackers:
+        raise ValueError(f"baseline {baseline!r} is not among the evaluated trackers: {', '.join(trackers)}")
+    names = list(trackers[baseline]["sequences"])
+    base_rows = trackers[baseline]["sequences"]
+    comparison = {"baseline": baseline, "metrics": list(metrics), "trackers": {}}
+    for label, data in trackers.items():
+        if label == baseline:
+            continue
+        rows = data["sequences"]
+        comparison["trackers"][label] = {
+            m: paired_difference([rows[n].get(m, float("nan")) for n in names],
+                                 [base_rows[n].get(m, float("nan")) for n in names])
+            for m in metrics}
+    report["comparison"] = comparison
+    return comparison
+
+
+def markdown_comparison(report: dict) -> str:
+    """Table of the paired differences against the baseline (empty without a comparison)."""
+    comp = report.get("comparison")
+    if not comp or not comp["trackers"]:
+        return ""
+    lines = ["| Tracker | " + " | ".join(f"Δ {_COLUMNS[m][0]} [95% CI]" for m in comp["metrics"])
+             + " | better / worse sequences |",
+             "|---|" + "---:|" * (len(comp["metrics"]) + 1)]
+    for label, diffs in comp["trackers"].items():
+        cells = [f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+                 if math.isfinite(d["mean"]) else "–" for d in diffs.values()]
+        first = next(iter(diffs.values()))
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {first['wins']} / {first['losses']} |")
+    return (f"Paired differences to `{comp['baseline']}` over sequences (mean of per-sequence "
+            "differences; paired bootstrap 95% interval; better / worse counted on the first "
+            "metric):\n\n" + "\n".join(lines))
+
+
 # --------------------------------------------------------------------------------------------
 def _fmt(value, fmt: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -215,6 +255,8 @@ def markdown_report(report: dict) -> str:
     parts = [f"# Tracking evaluation: {report['dataset'] or report['protocol']}", "",
              f"Protocol `{report['protocol']}`, {report['sequences']} sequences, "
              f"created {report['created']}.", "", "## Summary", "", markdown_summary(report)]
+    if report.get("comparison"):
+        parts += ["", "## Paired comparison", "", markdown_comparison(report)]
     for label, data in report["trackers"].items():
         parts += ["", f"## {label}: per sequence", "",
                   "| Sequence | Frames | " + " | ".join(_COLUMNS[c][0] for c in cols) + " |",

@@ -192,3 +192,23 @@ def test_train_cli_end_to_end_and_resume(tmp_path):
     done = subprocess.run(cmd[:3] + ["--out", str(out), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0 and "already finished" in done.stdout
     assert math.isfinite(json.loads((out / "metrics.json").read_text())["test_loss"])
+
+
+def test_study_summarises_runs_that_differ_only_in_the_seed():
+    from backbones import BackboneConfig
+
+    from training.classification.engine import TrainConfig
+
+    def run(name, seed, beta=0.0):
+        return study_cli.StudyRun(name, TrainConfig(beta=beta, seed=seed, backbone=BackboneConfig("cnnbasic", "R4", 0.5)))
+
+    runs = [run("a0", 0), run("a1", 1), run("b0", 0, beta=1.0), run("a2", 2)]
+    rows = [{"run": n, "accuracy": acc, "eq_error": e, "eq_error_last": e / 2}
+            for n, acc, e in (("a0", 97.0, 0.6), ("a1", 98.0, 0.8), ("b0", 99.0, 0.1), ("a2", 99.0, 0.7))]
+    summary = study_cli.seed_groups(runs, rows)
+    assert len(summary) == 1                       # b0 has no seed twin
+    g = summary[0]
+    assert g["runs"] == ["a0", "a1", "a2"] and g["n"] == 3 and g["beta"] == 0.0
+    assert g["accuracy_mean"] == pytest.approx(98.0) and g["accuracy_sd"] == pytest.approx(1.0)
+    assert g["eq_error_mean"] == pytest.approx(0.7) and g["eq_error_last_mean"] == pytest.approx(0.35)
+    assert "| a0, a1, a2 | R4 | 0 | all 1 | 3 | 98.00 ± 1.00 |" in study_cli.markdown_seed_table(summary)

@@ -318,3 +318,30 @@ def test_tracker_options_reach_the_trackers_and_label_their_results(tmp_path, ca
     capsys.readouterr()
     assert evaluate.main(base + ["--tracker-option", "orientations=-1"]) == 2
     assert "orientations" in capsys.readouterr().err
+
+
+def test_baseline_adds_paired_differences(tmp_path, capsys):
+    from backbones.checkpoints import save_atomic
+    from tracker.models import build_model
+
+    cfg = {"type": "siamfc", "backbone": {"name": "resnet22", "group": "R4", "width_mult": 0.0625}}
+    ckpt = tmp_path / "tiny.pth"
+    save_atomic({"config": {"model": cfg}, "model": build_model(cfg).state_dict()}, ckpt)
+    data, out = _otb_dataset(tmp_path / "OTB"), tmp_path / "out"
+    base = ["--root", str(data), "--out", str(out), "--no-progress", "--no-plots",
+            "--trackers", "identity", f"siamfc={ckpt}"]
+    assert evaluate.main(base + ["--baseline", "identity"]) == 0
+    printed = capsys.readouterr().out
+    assert "Paired differences to `identity`" in printed
+    report = json.loads((out / "report.json").read_text())
+    comp = report["comparison"]
+    assert comp["baseline"] == "identity" and list(comp["trackers"]) == ["siamfc@tiny"]
+    rows = report["trackers"]
+    expected = np.mean([rows["siamfc@tiny"]["sequences"][s]["success_auc"]
+                        - rows["identity"]["sequences"][s]["success_auc"] for s in ("Moving", "Static")])
+    d = comp["trackers"]["siamfc@tiny"]["success_auc"]
+    assert d["n"] == 2 and d["mean"] == pytest.approx(expected)
+    assert d["ci_low"] <= d["mean"] <= d["ci_high"]
+    assert "## Paired comparison" in (out / "report.md").read_text()
+    assert evaluate.main(base + ["--baseline", "nope"]) == 2
+    assert "--baseline 'nope' is not one of the trackers" in _single_error_line(capsys)

@@ -126,3 +126,20 @@ def test_report_scores_a_missing_prediction_as_a_miss(tmp_path):
     o = build_report("got10k", [seq], {"t": {"S": res}})["trackers"]["t"]["overall"]
     assert o["ao"] == pytest.approx(0.5)
     assert o["precision20"] == pytest.approx(2 / 3)
+
+
+def test_paired_difference_by_hand_and_its_interval():
+    from evaluation.metrics import paired_difference
+
+    a, b = [0.5, 0.6, 0.7, float("nan")], [0.4, 0.6, 0.5, 0.9]
+    d = paired_difference(a, b, resamples=2000)
+    assert d["n"] == 3 and d["mean"] == pytest.approx((0.1 + 0.0 + 0.2) / 3)
+    assert (d["wins"], d["losses"], d["ties"]) == (2, 0, 1)
+    assert 0.0 <= d["ci_low"] <= d["mean"] <= d["ci_high"] <= 0.2 + 1e-12
+    # a constant shift has a zero-width interval; noise around zero straddles it
+    assert paired_difference([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])["ci_low"] == pytest.approx(0.5)
+    rng = np.random.default_rng(1)
+    noise = paired_difference(rng.normal(0, 1, 200), np.zeros(200))
+    assert noise["ci_low"] < 0 < noise["ci_high"]
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_difference([1.0], [1.0, 2.0])

@@ -143,3 +143,24 @@ def test_config_is_strict_and_round_trips(tmp_path):
     save_atomic({"config": {"model": to_dict(cfg), "train": {}}, "model": state}, path)
     backbone, _ = backbone_from_checkpoint(path)
     assert torch.equal(backbone.stem[0].weight, net.backbone.stem[0].weight)
+
+
+@pytest.mark.parametrize("model_type", ["siamfc", "siamrpn"])
+def test_pool_groups_heads_see_the_group_max_pool(model_type):
+    from backbones import group_max_pool
+
+    torch.manual_seed(0)
+    net = tiny(model_type, pool_groups=True)
+    spec = net.backbone.spec
+    assert net.feature_channels == net.backbone.out_channels // 8
+    z = torch.rand(1, 3, 127, 127) * 255
+    net.eval()
+    with torch.no_grad():
+        out = net.extract(z).out
+        raw = net.backbone((z - net.pixel_mean) / net.pixel_std).out
+    assert torch.equal(out, group_max_pool(raw, spec))
+    assert net.score_size == 17
+    with pytest.raises(ConfigError, match="neck_channels"):
+        tiny(model_type, pool_groups=True, neck_channels=8)
+    with pytest.raises(ConfigError, match="pool_groups"):
+        tiny(model_type, pool_groups="yes")

@@ -255,6 +255,8 @@ def test_cli_user_errors_are_one_line(capsys, tmp_path, data):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     rc, _, err = _cli(capsys, "--checkpoint", tmp_path / "junk.pth", "--export", tmp_path / "e.pth")
     _one_error_line(rc, err, "cannot read checkpoint")
+    rc, _, err = _cli(capsys, "--config", cfg, "--init-from", tmp_path / "missing.pth", "--out", tmp_path / "f")
+    _one_error_line(rc, err, "missing.pth")
 
 
 def test_cli_corrupt_frame_read_by_a_worker_is_one_line(capsys, tmp_path, data):
@@ -292,3 +294,35 @@ def test_torchrun_two_processes_on_cpu(tmp_path, data):
     assert ckpt["history"]["epochs"][0]["pairs"] == 8
     # the model was wrapped as a whole: plain (non-"module.") keys that load into a fresh model
     build_model(ckpt["config"]["model"]).load_state_dict(ckpt["model"])
+
+
+def test_init_from_starts_at_the_checkpoint_weights(tmp_path, data):
+    first = Trainer(tiny(data, epochs=1), tmp_path / "a", device="cpu", progress=False)
+    first.fit()
+    source = load_checkpoint(first.checkpoint_path)["model"]
+    # fine-tune: the same backbone, a SiamRPN head that the SiamFC file does not have
+    cfg = tiny(data, "siamrpn", init_from=str(first.checkpoint_path))
+    second = Trainer(cfg, tmp_path / "b", device="cpu", progress=False)
+    own = second.model.state_dict()
+    backbone = [k for k in own if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(own[k], source[k]) for k in backbone)
+    assert any(k.startswith("rpn.") for k in second.initialized_from["fresh"])
+    second.fit()
+    assert RunConfig.from_dict(load_checkpoint(second.checkpoint_path)["config"]).train.init_from == cfg.train.init_from
+    # a different backbone is one clear error
+    wide = RunConfig.from_dict({**cfg.to_dict(), "model": {"type": "siamfc", "backbone": {**TINY_BACKBONE, "width_mult": 0.25}}})
+    with pytest.raises(Exception, match="backbone does not match"):
+        Trainer(wide, tmp_path / "c", device="cpu", progress=False)
+
+
+def test_every_tracking_config_loads_and_pooled_twins_differ_only_in_beta_and_start():
+    configs = {p.stem: read_config(p) for p in sorted(CONFIGS.glob("*.toml"))}
+    assert len(configs) >= 9
+    for stem in ("siamfc_r8_ien_pool", "siamfc_r8_ien_pool_ft"):
+        ien, plain = configs[stem], configs[stem.replace("r8_ien", "plain")]
+        assert ien.model.pool_groups and ien.model == plain.model and ien.data == plain.data
+        a, b = ien.to_dict()["train"], plain.to_dict()["train"]
+        assert {k for k in a if a[k] != b[k]} <= {"beta", "init_from"}
+        assert ien.train.beta > 0 and plain.train.beta == 0
+    for stem in ("siamfc_r8_ien_pool_ft", "siamfc_plain_pool_ft"):
+        assert (ROOT / configs[stem].train.init_from).is_file()

@@ -26,7 +26,8 @@ from evaluation.datasets import (DatasetError, DatasetWarning, detect_layout,  #
 from evaluation.experiment import (ResultStore, TrackerSpecError, TrackingError,  # noqa: E402
                                    build_named_tracker, options_label, parse_tracker_options,
                                    parse_tracker_spec, run_trackers)
-from evaluation.report import build_report, markdown_summary, write_report  # noqa: E402
+from evaluation.report import (build_report, compare_to_baseline, markdown_comparison,  # noqa: E402
+                               markdown_summary, write_report)
 
 
 class EvaluationError(ValueError):
@@ -69,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "repeatable; the result labels carry it")
     p.add_argument("--static", action="store_true",
                    help="--dataset generated: the non-rotating twin of the generated test set")
+    p.add_argument("--baseline", metavar="LABEL", default=None,
+                   help="also report every tracker's paired per-sequence difference to this one "
+                        "(a label of --trackers), with bootstrap 95%% intervals")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -140,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     specs = [(label + (options_label(options) if name != "identity" else ""), name, ckpt)
              for label, name, ckpt in specs]
     labels = [label for label, _, _ in specs]
+    if args.baseline is not None and args.baseline not in labels:
+        raise EvaluationError(f"--baseline {args.baseline!r} is not one of the trackers: {', '.join(labels)}")
     duplicates = sorted({lb for lb in labels if labels.count(lb) > 1})
     if duplicates:
         raise EvaluationError(f"tracker given twice: {', '.join(duplicates)}")
@@ -156,8 +162,12 @@ def run(args: argparse.Namespace) -> int:
                            log=lambda m: print(m, file=sys.stderr))
     report = build_report(protocol, sequences, results, dataset=dataset_label)
     report["root"] = str(Path(root).resolve())
+    if args.baseline is not None:
+        compare_to_baseline(report, args.baseline)
     written = write_report(report, out, plots=not args.no_plots)
     print(markdown_summary(report))
+    if args.baseline is not None:
+        print("\n" + markdown_comparison(report))
     if all(t["overall"]["scored_frames"] == 0 for t in report["trackers"].values()):
         print("note: no frame has ground truth to score (GOT-10k test set?); the results under "
               f"{out / 'results'} are in the toolkit's layout for submission", file=sys.stderr)

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Options that change what is trained: not allowed together with --resume (the stored config rules).
-_RUN_DEFINING = ("data", "group", "beta", "epochs", "pairs_per_epoch", "batch_size", "seed")
+_RUN_DEFINING = ("data", "group", "beta", "epochs", "pairs_per_epoch", "batch_size", "seed", "init_from", "lr")
 
 
 def parse_args(argv=None):
@@ -37,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--pairs-per-epoch", type=int, help="override train.pairs_per_epoch")
     p.add_argument("--batch-size", type=int, help="override train.batch_size (global batch)")
     p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--lr", type=float, help="override train.lr (peak learning rate)")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="fine-tune: start from this tracker checkpoint's weights (train.init_from)")
     p.add_argument("--workers", type=int, help="DataLoader workers per process (default train.num_workers)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (a checkpoint is written)")
@@ -51,7 +54,8 @@ def _overrides(args) -> dict:
     return {
         "model": {"backbone": {"group": args.group}} if args.group is not None else {},
         "train": {"beta": args.beta, "epochs": args.epochs, "pairs_per_epoch": args.pairs_per_epoch,
-                  "batch_size": args.batch_size, "seed": args.seed},
+                  "batch_size": args.batch_size, "seed": args.seed, "lr": args.lr,
+                  "init_from": args.init_from},
         "data": {"path": args.data},
     }
 

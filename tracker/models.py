@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from backbones import Backbone, BackboneConfig, BackboneOutput, ConfigError, build_backbone, from_dict
+from backbones import Backbone, BackboneConfig, BackboneOutput, ConfigError, build_backbone, from_dict, group_max_pool
 
 from .anchors import generate_anchors
 from .heads import DepthwiseRPNHead, SiamFCHead
@@ -53,6 +53,7 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig("resnet22", "R8", 0.25))
     out_scale: float = 0.001             # siamfc response scale
     neck_channels: int = 0               # 1x1 conv + BN adjusting the backbone output (0 = none)
+    pool_groups: bool = False            # heads see P(f), the group max-pool of the backbone output
     anchor_ratios: tuple = (0.33, 0.5, 1.0, 2.0, 3.0)
     anchor_scales: tuple = (8.0,)
     exemplar_size: int = 127
@@ -76,6 +77,10 @@ class ModelConfig:
             raise ConfigError(
                 f"need 0 < exemplar_size < instance_size, got {self.exemplar_size}, {self.instance_size}"
             )
+        if not isinstance(self.pool_groups, bool):
+            raise ConfigError(f"pool_groups must be true or false, got {self.pool_groups!r}")
+        if self.pool_groups and self.neck_channels:
+            raise ConfigError("pool_groups pools the backbone's orientation groups: it needs neck_channels = 0")
         if not self.out_scale > 0:
             raise ConfigError(f"out_scale must be positive, got {self.out_scale}")
         if not self.context >= 0:
@@ -104,6 +109,8 @@ class SiamNet(nn.Module):
         self.config = config
         self.backbone: Backbone = build_backbone(config.backbone)
         channels = self.backbone.out_channels
+        if config.pool_groups:
+            channels = self.backbone.spec.pooled_channels(channels)
         if config.neck_channels:
             self.neck = nn.Sequential(
                 nn.Conv2d(channels, config.neck_channels, 1, bias=False), nn.BatchNorm2d(config.neck_channels)
@@ -121,7 +128,8 @@ class SiamNet(nn.Module):
         """Features of images (B, 3, H, W) float RGB 0..255: ``out`` (after the neck) and the backbone's watched maps."""
         x = (images - self.pixel_mean) / self.pixel_std
         feats = self.backbone(x)
-        return BackboneOutput(self.neck(feats.out), feats.watched)
+        out = group_max_pool(feats.out, self.backbone.spec) if self.config.pool_groups else feats.out
+        return BackboneOutput(self.neck(out), feats.watched)
 
     def forward(self, z: torch.Tensor, x: torch.Tensor):
         return self.head(self.extract(z).out, self.extract(x).out)

@@ -72,6 +72,7 @@ class TrainConfig:
     checkpoint_every: int = 0         # also checkpoint every N steps (0 = at epoch ends only)
     log_every: int = 10               # steps between entries of the per-step history
     amp: bool = False                 # bfloat16 autocast on CUDA (ignored on CPU)
+    init_from: str = ""               # tracker checkpoint whose weights start the run (fine-tuning)
 
     def __post_init__(self):
         ints = ("epochs", "pairs_per_epoch", "batch_size", "seed", "num_workers", "checkpoint_every",
@@ -112,6 +113,8 @@ class TrainConfig:
             raise ConfigError(f"train.ien_layer_weights must be numbers, got {self.ien_layer_weights!r}") from None
         if not isinstance(self.amp, bool):
             raise ConfigError(f"train.amp must be true or false, got {self.amp!r}")
+        if not isinstance(self.init_from, str):
+            raise ConfigError(f"train.init_from must be a checkpoint path (a string), got {self.init_from!r}")
 
 
 @dataclass
@@ -339,6 +342,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def initialize_from(model: nn.Module, path: str | Path) -> dict:
+    """Start ``model`` from the weights of a tracker checkpoint (fine-tuning).
+
+    Every backbone tensor must be there with the same shape (same backbone config); head and neck
+    tensors are taken where names and shapes match and otherwise keep their fresh initialisation
+    (e.g. a SiamRPN head on SiamFC weights). Returns which tensors were loaded and which were not.
+    """
+    from backbones.checkpoints import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(path, "cpu")
+    state = ckpt.get("model")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: no model weights to start from")
+    own = model.state_dict()
+    missing = [k for k in own if k.startswith("backbone.") and
+               (k not in state or tuple(state[k].shape) != tuple(own[k].shape))]
+    if missing:
+        raise CheckpointError(f"train.init_from {path}: its backbone does not match the config's "
+                              f"({len(missing)} tensors differ, e.g. {missing[0]}); use a checkpoint of the same "
+                              "backbone name, group and width")
+    loaded = {k: state[k].to(own[k].dtype) for k in own if k in state and tuple(state[k].shape) == tuple(own[k].shape)}
+    model.load_state_dict(loaded, strict=False)
+    return {"loaded": len(loaded), "fresh": sorted(set(own) - set(loaded))}
+
+
 # ------------------------------------------------------------------------------------------------
 # the loss of one step, as a module (DistributedDataParallel synchronises through its forward)
 class _LossModule(nn.Module):
@@ -415,7 +443,11 @@ class Trainer:
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend)
         seed_everything(train.seed)
-        self.model = build_model(config.model).to(self.device)
+        self.model = build_model(config.model)
+        self.initialized_from = None
+        if train.init_from and not (self.out_dir / CHECKPOINT_NAME).is_file():   # (a resume loads its own)
+            self.initialized_from = initialize_from(self.model, train.init_from)
+        self.model = self.model.to(self.device)
         if train.ien_layer_weights and len(train.ien_layer_weights) != len(self.model.backbone.watched_names):
             raise ConfigError(f"train.ien_layer_weights has {len(train.ien_layer_weights)} entries for the "
                               f"{len(self.model.backbone.watched_names)} watched layers "

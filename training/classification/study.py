@@ -121,7 +121,50 @@ def _err(v: float) -> str:
     return f"{v:.4f}" if v >= 1e-3 else f"{v:.1e}"
 
 
-def markdown_table(title: str, rows: list[dict], command: str) -> str:
+def seed_groups(runs: list[StudyRun], rows: list[dict]) -> list[dict]:
+    """Runs whose configs differ only in the seed, summarised: mean and sample SD of accuracy and
+    mean equivariance errors (only groups of two or more finished runs)."""
+    import statistics
+
+    from backbones.config import to_dict
+
+    by_run = {r["run"]: r for r in rows}
+    groups: dict[str, list[str]] = {}
+    for run in runs:
+        if run.name in by_run:
+            key = json.dumps({k: v for k, v in to_dict(run.config).items() if k != "seed"}, sort_keys=True)
+            groups.setdefault(key, []).append(run.name)
+    summary = []
+    for key, names in groups.items():
+        if len(names) < 2:
+            continue
+        acc = [by_run[n]["accuracy"] for n in names]
+        cfg = json.loads(key)
+        summary.append({
+            "runs": names, "n": len(names), "beta": cfg["beta"], "group": cfg["backbone"]["group"],
+            "layer_weights": cfg.get("layer_weights"),
+            "accuracy_mean": statistics.fmean(acc), "accuracy_sd": statistics.stdev(acc),
+            "eq_error_mean": statistics.fmean(by_run[n]["eq_error"] for n in names),
+            "eq_error_last_mean": statistics.fmean(by_run[n]["eq_error_last"] for n in names),
+        })
+    return summary
+
+
+def markdown_seed_table(summary: list[dict]) -> str:
+    if not summary:
+        return ""
+    lines = ["Runs that differ only in the seed (mean over seeds; accuracy ± sample SD):", "",
+             "| runs | group | β | IEN layer weights | n | test acc (%) | eq. error (mean) | eq. error (last layer) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for g in summary:
+        weights = "all 1" if not g["layer_weights"] else ", ".join(f"{w:g}" for w in g["layer_weights"])
+        lines.append(f"| {', '.join(g['runs'])} | {g['group']} | {g['beta']:g} | {weights} | {g['n']} | "
+                     f"{g['accuracy_mean']:.2f} ± {g['accuracy_sd']:.2f} | {_err(g['eq_error_mean'])} | "
+                     f"{_err(g['eq_error_last_mean'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(title: str, rows: list[dict], command: str, seeds: list[dict] | None = None) -> str:
     lines = [
         f"## {title}", "", f"`{command}`", "",
         "| run | model | group | width | β | epochs | params | channels | test acc (%) | eq. error (mean) | eq. error (last layer) | vs twin: channels / acc | train time (s) |",
@@ -140,6 +183,8 @@ def markdown_table(title: str, rows: list[dict], command: str) -> str:
               "| run | per-layer error |", "|---|---|"]
     for r in rows:
         lines.append(f"| {r['run']} | " + ", ".join(f"{k} {_err(v)}" for k, v in r["per_layer"].items()) + " |")
+    if seeds:
+        lines += ["", markdown_seed_table(seeds).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -188,13 +233,15 @@ def save_plot(title: str, rows: list[dict], path: Path) -> None:
             os.remove(tmp)
 
 
-def write_outputs(title: str, rows: list[dict], out: Path, study_path, command: str) -> None:
+def write_outputs(title: str, rows: list[dict], out: Path, study_path, command: str,
+                  seeds: list[dict] | None = None) -> None:
     from .engine import write_json_atomic
 
     tmp = out / "results.md.tmp"
-    tmp.write_text(markdown_table(title, rows, command))
+    tmp.write_text(markdown_table(title, rows, command, seeds))
     tmp.replace(out / "results.md")
-    write_json_atomic({"title": title, "study": str(study_path), "command": command, "rows": rows}, out / "results.json")
+    write_json_atomic({"title": title, "study": str(study_path), "command": command, "rows": rows,
+                       "seed_groups": seeds or []}, out / "results.json")
     try:
         save_plot(title, rows, out / "study.png")
     except ImportError:
@@ -223,7 +270,7 @@ def run_study(study_path, out, epochs=None, only=None, device=None, progress=Tru
                                   log=lambda s: log("    " + s), data=cache[key])
         # the table and plot are rewritten after every run: an interrupted study still has them
         rows = [_row(r, metrics[r.name], metrics) for r in runs if r.name in metrics]
-        write_outputs(title, rows, out, study_path, command)
+        write_outputs(title, rows, out, study_path, command, seed_groups(runs, rows))
     log(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'study.png'}")
     return rows
 
