@@ -19,14 +19,13 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .atomic import write_bytes_atomic
 from .datasets import Sequence
 from .experiment import SequenceResult
 from .metrics import (GOT10K_IOU_THRESHOLDS, OTB_CE_THRESHOLDS, OTB_IOU_THRESHOLDS,
@@ -279,17 +278,6 @@ def _json_safe(value):
     return value
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _plot(report: dict, key: str, score_key: str, x: np.ndarray, xlabel: str, ylabel: str,
           title: str) -> bytes:
     """A curve per tracker (sorted by score), rendered with the Agg canvas (no pyplot)."""
@@ -321,9 +309,9 @@ def write_report(report: dict, out_dir, plots: bool = True) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
-    _write_bytes_atomic(written["json"],
+    write_bytes_atomic(written["json"],
                         (json.dumps(_json_safe(report), indent=2) + "\n").encode())
-    _write_bytes_atomic(written["markdown"], markdown_report(report).encode())
+    write_bytes_atomic(written["markdown"], markdown_report(report).encode())
     if plots and report["trackers"]:
         name = report["dataset"] or report["protocol"]
         if report["protocol"] == "got10k":
@@ -344,6 +332,6 @@ def write_report(report: dict, out_dir, plots: bool = True) -> dict[str, Path]:
         }
         for stem, (key, score, x, title, xlabel, ylabel) in specs.items():
             path = out_dir / f"{stem}.png"
-            _write_bytes_atomic(path, _plot(report, key, score, x, xlabel, ylabel, title))
+            write_bytes_atomic(path, _plot(report, key, score, x, xlabel, ylabel, title))
             written[stem] = path
     return written

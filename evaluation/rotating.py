@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import cv2
 import numpy as np
 import shapely
 
+from .atomic import replaced_directory, write_text_atomic
 from .datasets import DatasetError, Sequence, load_sequences
 from .metrics import box_to_polygon
 
@@ -159,13 +158,6 @@ def _write_sequence(seq: Sequence, out_dir: Path, deg_per_frame: float, border: 
         f"resolution: ({width}, {height})\n")
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def make_rotating(src_root, dst_root, deg_per_frame: float, layout: str = "auto",
                   border: str = "replicate", max_sequences: int | None = None, *,
                   subset: str | None = None, names=None, skip_bad: bool = False,
@@ -208,7 +200,7 @@ def make_rotating(src_root, dst_root, deg_per_frame: float, layout: str = "auto"
         raise DatasetError(f"{dst_root} is not empty and was not made by make_rotating; "
                            "choose an empty folder")
     # settings first, so that an interrupted run is recognised and resumed
-    _write_text_atomic(info_file, json.dumps({"settings": settings, "sequences": None},
+    write_text_atomic(info_file, json.dumps({"settings": settings, "sequences": None},
                                              indent=2) + "\n")
 
     workers = workers or max(1, min(8, os.cpu_count() or 1))
@@ -220,18 +212,11 @@ def make_rotating(src_root, dst_root, deg_per_frame: float, layout: str = "auto"
         final = dst_root / seq.name
         if final.is_dir() and not overwrite:
             continue                 # renamed into place only when complete
-        tmp = Path(tempfile.mkdtemp(prefix=f".{seq.name}.", dir=dst_root))
-        try:
+        with replaced_directory(final) as tmp:
             source_dir = str(Path(seq.img_files[0]).parent.resolve())
             _write_sequence(seq, tmp, deg_per_frame, border, source_dir, workers)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
-    _write_text_atomic(dst_root / "list.txt", "".join(f"{s.name}\n" for s in sequences))
-    _write_text_atomic(info_file, json.dumps(
+    write_text_atomic(dst_root / "list.txt", "".join(f"{s.name}\n" for s in sequences))
+    write_text_atomic(info_file, json.dumps(
         {"settings": settings, "sequences": [s.name for s in sequences]}, indent=2) + "\n")
     return dst_root

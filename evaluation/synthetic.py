@@ -42,6 +42,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .atomic import replaced_directory, write_text_atomic
+
 __all__ = [
     "GENERATOR_VERSION",
     "GeneratorOptions",
@@ -708,18 +710,10 @@ def _sequence_name(subset: str, index: int) -> str:
     return f"SYN_{subset}_{index + 1:05d}"
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_sequence(sequence: GeneratedSequence, folder, jpeg_quality: int = 90) -> Path:
     """Write a GeneratedSequence as a GOT-10k sequence folder (written to a temp folder, then renamed)."""
     folder = Path(folder)
-    tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
+    with replaced_directory(folder) as tmp:
         for t, frame in enumerate(sequence.frames):
             path = tmp / f"{t + 1:08d}.jpg"
             if not cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
@@ -739,12 +733,6 @@ def write_sequence(sequence: GeneratedSequence, folder, jpeg_quality: int = 90) 
                          else f"{key}: {value}")
         lines.append(f"resolution: ({sequence.frames[0].shape[1]}, {sequence.frames[0].shape[0]})")
         (tmp / "meta_info.ini").write_text("\n".join(lines) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.rename(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -802,7 +790,7 @@ def generate_dataset(root, num_sequences: int, seed: int = 0, subset: str = "tra
             bar is not None and bar.update()
     if bar is not None:
         bar.close()
-    _atomic_text(out / "list.txt", "\n".join(job[0].name for job in jobs) + "\n")
+    write_text_atomic(out / "list.txt", "\n".join(job[0].name for job in jobs) + "\n")
     return out
 
 
@@ -841,7 +829,7 @@ def _cached_dataset(root: Path, spec: dict, workers: int = 1) -> Path:
                          num_frames=spec["num_frames"], frame_size=tuple(spec["frame_size"]),
                          rotating=spec["rotating"], rotation_speed=tuple(spec["rotation_speed"]), workers=workers,
                          **spec["options"])
-        _atomic_text(tmp / "spec.json", json.dumps(spec, indent=1, sort_keys=True) + "\n")
+        write_text_atomic(tmp / "spec.json", json.dumps(spec, indent=1, sort_keys=True) + "\n")
         if final.exists() and not (subset_dir / "list.txt").is_file():
             shutil.rmtree(final)                         # not ours: a complete folder has list.txt
         try:

@@ -231,3 +231,21 @@ def test_cli_writes_dataset_and_rejects_bad_input(tmp_path, capsys):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_replaced_directory_swaps_only_complete_folders(tmp_path):
+    from evaluation.atomic import replaced_directory, write_text_atomic
+
+    final = tmp_path / "seq"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with replaced_directory(final) as tmp:
+            write_text_atomic(tmp / "new.txt", "new")
+            raise RuntimeError("interrupted")
+    assert [p.name for p in tmp_path.iterdir()] == ["seq"]          # temp removed, old kept
+    assert (final / "old.txt").read_text() == "old"
+    with replaced_directory(final) as tmp:
+        write_text_atomic(tmp / "new.txt", "new")
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["seq"]
