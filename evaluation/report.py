@@ -33,7 +33,7 @@ from .metrics import (GOT10K_IOU_THRESHOLDS, OTB_CE_THRESHOLDS, OTB_IOU_THRESHOL
                       normalized_center_errors, otb_curves, paired_difference, polygon_iou)
 
 __all__ = ["PROTOCOLS", "sequence_scores", "build_report", "write_report", "markdown_summary",
-           "compare_to_baseline", "markdown_comparison"]
+           "compare_to_baseline", "markdown_comparison", "compare_pairs", "markdown_pairs"]
 
 PROTOCOLS = ("got10k", "otb", "generated")
 
@@ -188,19 +188,35 @@ def compare_to_baseline(report: dict, baseline: str, metrics=("success_auc", "ao
     trackers = report["trackers"]
     if baseline not in trackers:
         raise ValueError(f"baseline {baseline!r} is not among the evaluated trackers: {', '.join(trackers)}")
-    names = list(trackers[baseline]["sequences"])
-    base_rows = trackers[baseline]["sequences"]
     comparison = {"baseline": baseline, "metrics": list(metrics), "trackers": {}}
-    for label, data in trackers.items():
-        if label == baseline:
-            continue
-        rows = data["sequences"]
-        comparison["trackers"][label] = {
-            m: paired_difference([rows[n].get(m, float("nan")) for n in names],
-                                 [base_rows[n].get(m, float("nan")) for n in names])
-            for m in metrics}
+    for label in trackers:
+        if label != baseline:
+            comparison["trackers"][label] = _paired(report, label, baseline, metrics)
     report["comparison"] = comparison
     return comparison
+
+
+def _paired(report: dict, label: str, baseline: str, metrics) -> dict:
+    """{metric: paired_difference} of tracker ``label`` minus ``baseline`` over the baseline's sequences."""
+    rows, base_rows = report["trackers"][label]["sequences"], report["trackers"][baseline]["sequences"]
+    names = list(base_rows)
+    return {m: paired_difference([rows[n].get(m, float("nan")) for n in names],
+                                 [base_rows[n].get(m, float("nan")) for n in names])
+            for m in metrics}
+
+
+def compare_pairs(report: dict, pairs, metrics=("success_auc", "ao")) -> list:
+    """Paired per-sequence differences of chosen (tracker, baseline) label pairs, e.g. each IEN
+    tracker against its plain twin; stored as ``report["pairs"]``."""
+    trackers = report["trackers"]
+    out = []
+    for label, baseline in pairs:
+        for name in (label, baseline):
+            if name not in trackers:
+                raise ValueError(f"{name!r} is not among the evaluated trackers: {', '.join(trackers)}")
+        out.append({"tracker": label, "baseline": baseline, "metrics": _paired(report, label, baseline, metrics)})
+    report["pairs"] = out
+    return out
 
 
 def markdown_comparison(report: dict) -> str:
@@ -219,6 +235,26 @@ def markdown_comparison(report: dict) -> str:
     return (f"Paired differences to `{comp['baseline']}` over sequences (mean of per-sequence "
             "differences; paired bootstrap 95% interval; better / worse counted on the first "
             "metric):\n\n" + "\n".join(lines))
+
+
+def markdown_pairs(report: dict) -> str:
+    """Table of the chosen pairs' differences (empty without any)."""
+    pairs = report.get("pairs")
+    if not pairs:
+        return ""
+    metrics = list(pairs[0]["metrics"])
+    lines = ["| Tracker | minus | " + " | ".join(f"Δ {_COLUMNS[m][0]} [95% CI]" for m in metrics)
+             + " | better / worse sequences |",
+             "|---|---|" + "---:|" * (len(metrics) + 1)]
+    for pair in pairs:
+        diffs = pair["metrics"]
+        cells = [f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+                 if math.isfinite(d["mean"]) else "–" for d in diffs.values()]
+        first = next(iter(diffs.values()))
+        lines.append(f"| {pair['tracker']} | {pair['baseline']} | " + " | ".join(cells)
+                     + f" | {first['wins']} / {first['losses']} |")
+    return ("Paired differences of chosen pairs (mean of per-sequence differences; paired bootstrap "
+            "95% interval):\n\n" + "\n".join(lines))
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,6 +292,8 @@ def markdown_report(report: dict) -> str:
              f"created {report['created']}.", "", "## Summary", "", markdown_summary(report)]
     if report.get("comparison"):
         parts += ["", "## Paired comparison", "", markdown_comparison(report)]
+    if report.get("pairs"):
+        parts += ["", "## Paired comparison of chosen pairs", "", markdown_pairs(report)]
     for label, data in report["trackers"].items():
         parts += ["", f"## {label}: per sequence", "",
                   "| Sequence | Frames | " + " | ".join(_COLUMNS[c][0] for c in cols) + " |",

@@ -345,3 +345,15 @@ def test_baseline_adds_paired_differences(tmp_path, capsys):
     assert "## Paired comparison" in (out / "report.md").read_text()
     assert evaluate.main(base + ["--baseline", "nope"]) == 2
     assert "--baseline 'nope' is not one of the trackers" in _single_error_line(capsys)
+    # chosen pairs: the same difference, its sign set by the order
+    assert evaluate.main(base + ["--pair", "identity:siamfc@tiny", "--pair", "siamfc@tiny:identity"]) == 0
+    assert "| identity | siamfc@tiny |" in capsys.readouterr().out
+    pairs = json.loads((out / "report.json").read_text())["pairs"]
+    assert [(p["tracker"], p["baseline"]) for p in pairs] == [("identity", "siamfc@tiny"), ("siamfc@tiny", "identity")]
+    assert pairs[0]["metrics"]["success_auc"]["mean"] == pytest.approx(-expected)
+    assert pairs[1]["metrics"]["success_auc"]["mean"] == pytest.approx(expected)
+    assert "## Paired comparison of chosen pairs" in (out / "report.md").read_text()
+    for bad, match in (("identity", "LABEL:BASELINE"), ("identity:nope", "LABEL:BASELINE"),
+                       ("identity:identity", "compared with itself")):
+        assert evaluate.main(base + ["--pair", bad]) == 2
+        assert match in _single_error_line(capsys)

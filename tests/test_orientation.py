@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from tracker.crops import crop_and_resize
-from tracker.orientation import (angle_difference, orientation_angles, orientation_mask, polygon_bounds,
-                                 refine_orientation, rotated_template_bank, scores_at)
+from tracker.orientation import (angle_difference, axis_aligned_box, orientation_angles, orientation_mask,
+                                 polygon_bounds, refine_orientation, rotated_template_bank, scores_at)
+from tracker.siamfc import rotated_box_polygon
 
 
 def smooth_texture(seed=0, width=320, height=300):
@@ -93,3 +94,41 @@ def test_sub_step_refinement_finds_the_peak_between_templates():
 def test_polygon_bounds():
     poly = [10, 0, 20, 10, 10, 20, 0, 10]
     assert polygon_bounds(poly).tolist() == [0, 0, 20, 20]
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, 45.0, 90.0, 135.0, -60.0, 180.0])
+def test_axis_aligned_box_modes(angle):
+    center, size = (50.0, 40.0), (40.0, 10.0)
+    polygon = axis_aligned_box(center, size, angle, "polygon")
+    np.testing.assert_allclose(polygon, polygon_bounds(rotated_box_polygon(center, size, angle)), atol=1e-9)
+    np.testing.assert_allclose(axis_aligned_box(center, size, angle, "upright"), [30, 35, 40, 10])
+    # the ellipse inscribed in the rotated box, traced point by point
+    t = np.linspace(0, 2 * np.pi, 20001)
+    a = np.radians(angle)
+    rot = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])    # CCW on screen, y down
+    pts = np.c_[20 * np.cos(t), 5 * np.sin(t)] @ rot.T + center
+    traced = np.r_[pts.min(0), pts.max(0) - pts.min(0)]
+    ellipse = axis_aligned_box(center, size, angle, "ellipse")
+    np.testing.assert_allclose(ellipse, traced, atol=1e-3)
+    # between the upright box's short side and the polygon's bounds, equal at multiples of 90 degrees
+    assert np.all(ellipse[2:] <= polygon[2:] + 1e-9) and np.all(ellipse[2:] >= 10 - 1e-9)
+    if angle % 90 == 0:
+        np.testing.assert_allclose(ellipse, polygon, atol=1e-9)
+
+
+def test_ellipse_box_bounds_a_rotated_ellipse_mask():
+    """A rasterised ellipse turned by 30 degrees: its pixel bounds are the ellipse box (±1 px); the
+    rotated rectangle's bounds are far too large."""
+    mask = np.zeros((200, 200), np.uint8)
+    cv2.ellipse(mask, (100, 100), (60, 20), -30.0, 0, 360, 255, -1)  # cv2 angle: clockwise on screen
+    ys, xs = np.nonzero(mask)
+    truth = np.array([xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1], float)
+    ellipse = axis_aligned_box((100.5, 100.5), (121, 41), 30.0, "ellipse")
+    np.testing.assert_allclose(ellipse, truth, atol=1.5)
+    polygon = axis_aligned_box((100.5, 100.5), (121, 41), 30.0, "polygon")
+    assert polygon[2] > truth[2] + 10 and polygon[3] > truth[3] + 20
+
+
+def test_axis_aligned_box_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="axis-box mode"):
+        axis_aligned_box((0, 0), (1, 1), 0.0, "circle")

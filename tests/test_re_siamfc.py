@@ -8,7 +8,7 @@ from PIL import Image
 
 from backbones import ConfigError
 from tracker.models import build_model
-from tracker.orientation import orientation_angles, rotated_template_bank
+from tracker.orientation import axis_aligned_box, orientation_angles, rotated_template_bank
 from tracker.re_siamfc import ExportedE2ResNet22, RESiamFCTracker, export_e2_backbone
 from tracker.siamfc import TrackerError
 
@@ -120,8 +120,12 @@ def test_whole_tracker_is_equivariant_to_quarter_turns(group, r4_model, r8_model
             assert (trk.last_angle - base.last_angle) % 360.0 == k * 90.0, (group, k)
             w, h = (base_box[3], base_box[2]) if k % 2 else (base_box[2], base_box[3])
             assert box[2:] == pytest.approx([w, h], abs=0.05)
-            assert np.allclose(box, np.r_[trk.last_polygon.reshape(4, 2).min(0),
-                                          np.ptp(trk.last_polygon.reshape(4, 2), 0)])
+            # the box: the bounds of the ellipse inscribed in the polygon (axis_box's default)
+            centre = trk.last_polygon.reshape(4, 2).mean(0)
+            assert np.allclose(box, axis_aligned_box(centre, trk.target_sz, trk.last_angle, "ellipse"))
+            _, polygon_box = read_out(model, frame, k, orientation_window=0.0, axis_box="polygon")
+            assert np.allclose(polygon_box, np.r_[trk.last_polygon.reshape(4, 2).min(0),
+                                                  np.ptp(trk.last_polygon.reshape(4, 2), 0)])
 
 
 def test_angle_read_out_on_a_rotated_target(r4_model):

@@ -90,6 +90,26 @@ def test_orientations_write_the_angle_column(tmp_path, capsys, checkpoint):
     assert set(np.round(pred[:, 4] % 360).tolist()) <= {0.0, 90.0, 180.0, 270.0}
 
 
+def test_axis_box_upright_keeps_the_box_unrotated(tmp_path, capsys, checkpoint):
+    """--axis-box reaches the tracker: with ``upright`` every box keeps the initial box's shape."""
+    frames, _ = moving_frames()
+    video = tmp_path / "clip.avi"
+    write_video(video, frames)
+    rows = {}
+    for mode in ("upright", "polygon", "ellipse"):
+        out_boxes = tmp_path / f"{mode}.txt"
+        code, out, err = call(capsys, "--video", video, "--init-box", "20,20,24,12", "--checkpoint", checkpoint,
+                              "--boxes", out_boxes, "--no-display", "--device", "cpu", "--orientations", "8",
+                              "--axis-box", mode)
+        assert code == 0, err
+        rows[mode] = np.loadtxt(out_boxes, delimiter=",")
+    assert np.allclose(rows["upright"][:, 2] / rows["upright"][:, 3], 2.0)
+    for a, b in (("upright", "polygon"), ("upright", "ellipse")):
+        np.testing.assert_allclose(rows[a][:, 4], rows[b][:, 4])          # the same tracking, other boxes
+    # no box is larger than the rotated box's own bounds (tests/test_trackers.py: oblique angles)
+    assert np.all(rows["ellipse"][:, 2:4] <= rows["polygon"][:, 2:4] + 0.02)
+
+
 def assert_one_error_line(code, err, match):
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("tracking:")]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], err
@@ -172,6 +192,8 @@ def test_every_bad_input_gives_one_error_line(tmp_path, capsys, checkpoint, monk
         (["--init-box", "1,1,2,2"], "needs --video"),
         (["--video", video, "--init-box", "20,20,9,9", "--device", "bogus"], "unknown device"),
         (["--video", video, "--init-box", "20,20,9,9", "--threads", "0"], "--threads"),
+        (["--video", video, "--init-box", "20,20,9,9", "--tracker", "siamrpn", "--axis-box", "polygon"],
+         "--axis-box"),
     ]
     for argv, match in cases:
         code, _, err = call(capsys, *argv, *base)

@@ -138,6 +138,8 @@ def test_orientation_margin_keeps_the_current_orientation():
         assert trk.last_angle == 0.0
     with pytest.raises(TrackerError, match="orientation_margin"):
         build_tracker("siamfc", model=tiny_model(), device="cpu", orientations=8, orientation_margin=-1)
+    with pytest.raises(TrackerError, match="axis_box"):
+        build_tracker("siamfc", model=tiny_model(), device="cpu", orientations=8, axis_box="circle")
 
 
 def test_siamfc_estimates_rotation_with_a_template_bank():
@@ -163,6 +165,23 @@ def test_siamfc_estimates_rotation_with_a_template_bank():
             # the reported box is the bounding box of the polygon
             assert np.allclose(box[:2], trk.last_polygon.reshape(4, 2).min(0))
     assert correct >= 8 and flipped == 0
+
+
+def test_axis_box_of_a_rotated_target():
+    """The box reported for an orientation 45 degrees off: ellipse bounds (default), polygon bounds
+    or the upright box, all about the same centre."""
+    frame = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    boxes = {}
+    for mode in ("ellipse", "polygon", "upright"):
+        trk = build_tracker("siamfc", model=tiny_model(), device="cpu", orientations=8, axis_box=mode)
+        trk.init(frame, [30, 40, 40, 20])
+        trk.orientation_index = 1                   # 45 degrees
+        boxes[mode] = trk.current_box()
+        assert trk.last_angle == 45.0
+    side = np.sqrt((40 ** 2 + 20 ** 2) / 2)         # the ellipse's bounds at 45 degrees
+    np.testing.assert_allclose(boxes["ellipse"], [50 - side / 2, 50 - side / 2, side, side])
+    np.testing.assert_allclose(boxes["polygon"][2:], [60 / np.sqrt(2)] * 2)
+    np.testing.assert_allclose(boxes["upright"], [30, 40, 40, 20])
 
 
 def test_orientation_window_limits_the_search():

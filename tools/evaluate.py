@@ -26,8 +26,8 @@ from evaluation.datasets import (DatasetError, DatasetWarning, detect_layout,  #
 from evaluation.experiment import (ResultStore, TrackerSpecError, TrackingError,  # noqa: E402
                                    build_named_tracker, options_label, parse_tracker_options,
                                    parse_tracker_spec, run_trackers)
-from evaluation.report import (build_report, compare_to_baseline, markdown_comparison,  # noqa: E402
-                               markdown_summary, write_report)
+from evaluation.report import (build_report, compare_pairs, compare_to_baseline, markdown_comparison,  # noqa: E402
+                               markdown_pairs, markdown_summary, write_report)
 
 
 class EvaluationError(ValueError):
@@ -73,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--baseline", metavar="LABEL", default=None,
                    help="also report every tracker's paired per-sequence difference to this one "
                         "(a label of --trackers), with bootstrap 95%% intervals")
+    p.add_argument("--pair", action="append", default=[], metavar="LABEL:BASELINE",
+                   help="also report LABEL's paired per-sequence difference to BASELINE (both labels "
+                        "of --trackers), e.g. an IEN tracker and its plain twin; repeatable")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -88,6 +91,19 @@ def _generated_root(split: str, rotating: bool = True) -> Path:
         return Path(default_dataset(split=split, rotating=rotating))
     except ValueError as exc:          # e.g. an unknown split
         raise EvaluationError(f"generated dataset: {exc}") from None
+
+
+def parse_pair(text: str, labels: list) -> tuple:
+    """``--pair LABEL:BASELINE`` -> (label, baseline), both labels of --trackers. Labels may hold
+    ':' themselves (none does by default), so the split is on the one colon that gives two labels."""
+    splits = [(text[:i], text[i + 1:]) for i, c in enumerate(text) if c == ":"]
+    for label, baseline in splits:
+        if label in labels and baseline in labels:
+            if label == baseline:
+                raise EvaluationError(f"--pair {text!r}: a tracker compared with itself")
+            return label, baseline
+    raise EvaluationError(f"--pair {text!r} must be LABEL:BASELINE with both labels among the trackers: "
+                          f"{', '.join(labels)}")
 
 
 def _print_warning(message, category, filename, lineno, file=None, line=None):
@@ -146,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     labels = [label for label, _, _ in specs]
     if args.baseline is not None and args.baseline not in labels:
         raise EvaluationError(f"--baseline {args.baseline!r} is not one of the trackers: {', '.join(labels)}")
+    pairs = [parse_pair(text, labels) for text in args.pair]
     duplicates = sorted({lb for lb in labels if labels.count(lb) > 1})
     if duplicates:
         raise EvaluationError(f"tracker given twice: {', '.join(duplicates)}")
@@ -164,10 +181,14 @@ def run(args: argparse.Namespace) -> int:
     report["root"] = str(Path(root).resolve())
     if args.baseline is not None:
         compare_to_baseline(report, args.baseline)
+    if pairs:
+        compare_pairs(report, pairs)
     written = write_report(report, out, plots=not args.no_plots)
     print(markdown_summary(report))
     if args.baseline is not None:
         print("\n" + markdown_comparison(report))
+    if pairs:
+        print("\n" + markdown_pairs(report))
     if all(t["overall"]["scored_frames"] == 0 for t in report["trackers"].values()):
         print("note: no frame has ground truth to score (GOT-10k test set?); the results under "
               f"{out / 'results'} are in the toolkit's layout for submission", file=sys.stderr)

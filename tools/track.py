@@ -310,6 +310,10 @@ def build(args):
         if args.tracker == "re-siamfc" and args.orientations == 0:
             raise TrackCLIError("--orientations 0: RE-SiamNet always searches its rotated templates")
         options["orientations"] = args.orientations
+    if args.axis_box is not None:
+        if args.tracker.startswith("siamrpn"):
+            raise TrackCLIError("--axis-box: only the SiamFC trackers estimate the rotation")
+        options["axis_box"] = args.axis_box
     return build_tracker(args.tracker, checkpoint=args.checkpoint, device=args.device, **options)
 
 
@@ -376,6 +380,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--orientations", type=int, default=None, metavar="N",
                    help="SiamFC: search N rotated templates and estimate the target's rotation "
                         "(0 = off; default: the tracker's own)")
+    p.add_argument("--axis-box", choices=("ellipse", "polygon", "upright"), default=None,
+                   help="box written for a rotated target: bounds of the ellipse inscribed in the rotated "
+                        "box (default), of the rotated box itself, or the unrotated box")
     p.add_argument("--no-display", action="store_true", help="never open a window")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the cores not busy with other work)")

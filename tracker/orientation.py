@@ -29,7 +29,12 @@ __all__ = [
     "scores_at",
     "refine_orientation",
     "polygon_bounds",
+    "AXIS_BOX_MODES",
+    "axis_aligned_box",
 ]
+
+# How a tracker that estimates rotation reports its axis-aligned box (see axis_aligned_box).
+AXIS_BOX_MODES = ("ellipse", "polygon", "upright")
 
 
 def orientation_angles(count: int) -> np.ndarray:
@@ -114,3 +119,27 @@ def polygon_bounds(polygon) -> np.ndarray:
     p = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
     lo, hi = p.min(axis=0), p.max(axis=0)
     return np.concatenate([lo, hi - lo])
+
+
+def axis_aligned_box(center, size, angle_deg: float, mode: str = "ellipse") -> np.ndarray:
+    """Axis-aligned box x, y, w, h of a w x h target turned by ``angle_deg`` about ``center``.
+
+    The rotated rectangle's own bounding box (``"polygon"``) is right only for a target that
+    fills its box; for a round or irregular outline it over-estimates by up to (w + h) / sqrt(2)
+    per side at 45 degrees. ``"ellipse"`` bounds the ellipse inscribed in the rotated box,
+    ``sqrt((w cos)^2 + (h sin)^2)`` wide, which lies between the two and equals the box at 0 and
+    90 degrees; ``"upright"`` ignores the angle.
+    """
+    w, h = (float(v) for v in size)
+    a = math.radians(angle_deg)
+    c, s = abs(math.cos(a)), abs(math.sin(a))
+    if mode == "ellipse":
+        width, height = math.hypot(w * c, h * s), math.hypot(w * s, h * c)
+    elif mode == "polygon":
+        width, height = w * c + h * s, w * s + h * c
+    elif mode == "upright":
+        width, height = w, h
+    else:
+        raise ValueError(f"unknown axis-box mode {mode!r}; choose from {', '.join(AXIS_BOX_MODES)}")
+    cx, cy = (float(v) for v in center)
+    return np.array([cx - width / 2, cy - height / 2, width, height])

@@ -26,7 +26,7 @@ from backbones import BackboneOutput, ConfigError, from_dict
 from backbones.cnn import Backbone
 from backbones.steerable import E2ResNet22
 
-from .orientation import angle_difference, polygon_bounds, refine_orientation, scores_at
+from .orientation import angle_difference, axis_aligned_box, refine_orientation, scores_at
 from .siamfc import Peak, SiamFCParams, SiamFCTracker, TrackerError, rotated_box_polygon
 
 __all__ = ["RESiamFCOptions", "RESiamFCTracker", "ExportedE2ResNet22", "export_e2_backbone"]
@@ -117,7 +117,8 @@ class RESiamFCTracker(SiamFCTracker):
     degrees (default 360/Λ; 0 = search every orientation), ``angle_refine``, ``export_backbone``,
     and every SiamFC option. After each ``update``: ``last_score``, ``last_angle`` (degrees CCW
     since the first frame, in [-180, 180)), ``last_polygon`` (the initial box, scaled, rotated by
-    it); ``update`` returns that polygon's axis-aligned bounding box.
+    it); ``update`` returns an axis-aligned box of the rotated target (``axis_box``, default the
+    bounds of the ellipse inscribed in that polygon).
 
     Like every tracker here it moves the model to the device and sets it to eval mode; with
     ``export_backbone`` ``.model`` is a shallow copy of it whose backbone is the plain export (the
@@ -176,7 +177,7 @@ class RESiamFCTracker(SiamFCTracker):
     def current_box(self) -> np.ndarray:
         self.last_angle = self.current_angle()
         self.last_polygon = rotated_box_polygon(self.center, self.target_sz, self.last_angle)
-        return polygon_bounds(self.last_polygon)
+        return axis_aligned_box(self.center, self.target_sz, self.last_angle, self.params.axis_box)
 
     def init(self, image, box) -> None:
         super().init(image, box)

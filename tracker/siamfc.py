@@ -8,7 +8,9 @@ search crops against the template features cached at init, upsamples all respons
 Orientation estimation (``orientations=N > 0``): N rotated copies of the template (360/N degrees
 apart) are built once at init and correlated in the same forward; the best (scale, orientation)
 peak wins, and the tracker reports ``last_angle`` (degrees CCW) and ``last_polygon`` (the initial
-box rotated by it). ``orientation_window`` limits the search to orientations near the last one
+box rotated by it); ``update`` returns an axis-aligned box of the rotated target, by default the
+bounds of the ellipse inscribed in that polygon (``axis_box``: the polygon's own bounds
+over-estimate round and irregular targets). ``orientation_window`` limits the search to orientations near the last one
 (the RE-SiamNet motion prior). Subclasses override :meth:`template_crops`,
 :meth:`build_template`, :meth:`compute_responses` or :meth:`locate_peak`.
 """
@@ -27,7 +29,7 @@ from PIL import Image
 from backbones import ConfigError, from_dict
 
 from .crops import context_size, crop_many, mean_color
-from .orientation import orientation_mask, rotated_template_bank
+from .orientation import AXIS_BOX_MODES, axis_aligned_box, orientation_mask, rotated_template_bank
 
 __all__ = ["TrackerError", "SiameseTracker", "SiamFCParams", "SiamFCTracker", "Peak", "as_rgb_frame",
            "check_init_box", "resolve_device", "rotated_box_polygon"]
@@ -154,6 +156,7 @@ class SiamFCParams:
     orientations: int = 0              # N > 0: estimate rotation with N rotated templates
     orientation_window: float = 0.0    # search orientations within ± this many degrees of the last (0: all)
     orientation_margin: float = 0.0    # a new orientation must beat the current one's peak by this (logits)
+    axis_box: str = "ellipse"          # axis-aligned output box of a rotated target (orientation.axis_aligned_box)
 
     def __post_init__(self):
         for name in ("scale_num", "response_up", "orientations"):
@@ -171,6 +174,8 @@ class SiamFCParams:
             raise ConfigError(f"orientation_window must be >= 0, got {self.orientation_window}")
         if not self.orientation_margin >= 0:
             raise ConfigError(f"orientation_margin must be >= 0, got {self.orientation_margin}")
+        if self.axis_box not in AXIS_BOX_MODES:
+            raise ConfigError(f"axis_box must be one of {', '.join(AXIS_BOX_MODES)}, got {self.axis_box!r}")
 
 
 class Peak(NamedTuple):
@@ -278,8 +283,7 @@ class SiamFCTracker(SiameseTracker):
             polygon = rotated_box_polygon(self.center, self.target_sz, angle)
             self.last_angle = (angle + 180.0) % 360.0 - 180.0
             self.last_polygon = polygon
-            xs, ys = polygon[0::2], polygon[1::2]
-            return np.array([xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()])
+            return axis_aligned_box(self.center, self.target_sz, angle, self.params.axis_box)
         return np.concatenate([self.center - self.target_sz / 2, self.target_sz])
 
     # ---- got10k API ----------------------------------------------------------------------
