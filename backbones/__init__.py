@@ -1,6 +1,7 @@
 """Backbones with orientation-grouped channels, the IEN loss, and equivariance diagnostics."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from .cnn import VGG, Backbone, BackboneOutput, CNNBasic, ResNet18, ResNet22, layer_channels
@@ -51,7 +52,11 @@ def build_backbone(config: BackboneConfig | dict | str, **overrides) -> Backbone
         from .steerable import E2CNNBasic, E2ResNet22
 
         cls = {"e2-cnnbasic": E2CNNBasic, "e2-resnet22": E2ResNet22}[config.name]
-        return cls(**kwargs)
+        with warnings.catch_warnings():
+            # e2cnn 0.2.3 builds its filter bases with a uint8 mask, which torch deprecates;
+            # harmless, but it would print on every run of every tool that builds RE-SiamNet
+            warnings.filterwarnings("ignore", message="indexing with dtype torch.uint8", category=UserWarning)
+            return cls(**kwargs)
     return BACKBONES[config.name](**kwargs)
 
 

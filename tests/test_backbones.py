@@ -44,3 +44,20 @@ def test_config_rejects_unknown_keys_and_bad_values():
         build_backbone("vgg", group="R5")
     with pytest.raises(GroupSpecError, match="rotation group C_N"):
         build_backbone("e2-resnet22", group="R8-4-2-1")
+
+
+def test_building_an_e2cnn_backbone_warns_nothing(monkeypatch):
+    """e2cnn's torch deprecation warning (uint8 mask indexing) is silenced where the basis is built."""
+    import warnings
+
+    from e2cnn.nn.modules.r2_conv import basisexpansion_singleblock
+
+    monkeypatch.setattr(basisexpansion_singleblock, "_stored_filters", {})   # force the basis expansion
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_backbone("e2-resnet22", group="R4", width_mult=0.0625)
+    # the filter is scoped: it does not leak into the caller's warning settings
+    with pytest.warns(UserWarning, match="uint8"):
+        monkeypatch.setattr(basisexpansion_singleblock, "_stored_filters", {})
+        from backbones.steerable import E2ResNet22
+        E2ResNet22(group="R4", width_mult=0.0625)
