@@ -219,6 +219,14 @@ def compare_pairs(report: dict, pairs, metrics=("success_auc", "ao")) -> list:
     return out
 
 
+def _difference_cells(diffs: dict) -> str:
+    """Table cells of {metric: paired_difference}: mean [CI] per metric, then wins / losses."""
+    cells = [f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if math.isfinite(d["mean"]) else "–"
+             for d in diffs.values()]
+    first = next(iter(diffs.values()))
+    return " | ".join(cells) + f" | {first['wins']} / {first['losses']}"
+
+
 def markdown_comparison(report: dict) -> str:
     """Table of the paired differences against the baseline (empty without a comparison)."""
     comp = report.get("comparison")
@@ -228,10 +236,7 @@ def markdown_comparison(report: dict) -> str:
              + " | better / worse sequences |",
              "|---|" + "---:|" * (len(comp["metrics"]) + 1)]
     for label, diffs in comp["trackers"].items():
-        cells = [f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
-                 if math.isfinite(d["mean"]) else "–" for d in diffs.values()]
-        first = next(iter(diffs.values()))
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {first['wins']} / {first['losses']} |")
+        lines.append(f"| {label} | {_difference_cells(diffs)} |")
     return (f"Paired differences to `{comp['baseline']}` over sequences (mean of per-sequence "
             "differences; paired bootstrap 95% interval; better / worse counted on the first "
             "metric):\n\n" + "\n".join(lines))
@@ -247,12 +252,7 @@ def markdown_pairs(report: dict) -> str:
              + " | better / worse sequences |",
              "|---|---|" + "---:|" * (len(metrics) + 1)]
     for pair in pairs:
-        diffs = pair["metrics"]
-        cells = [f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
-                 if math.isfinite(d["mean"]) else "–" for d in diffs.values()]
-        first = next(iter(diffs.values()))
-        lines.append(f"| {pair['tracker']} | {pair['baseline']} | " + " | ".join(cells)
-                     + f" | {first['wins']} / {first['losses']} |")
+        lines.append(f"| {pair['tracker']} | {pair['baseline']} | {_difference_cells(pair['metrics'])} |")
     return ("Paired differences of chosen pairs (mean of per-sequence differences; paired bootstrap "
             "95% interval):\n\n" + "\n".join(lines))
 

@@ -28,7 +28,6 @@ __all__ = [
     "rotated_template_bank",
     "scores_at",
     "refine_orientation",
-    "polygon_bounds",
     "AXIS_BOX_MODES",
     "axis_aligned_box",
 ]
@@ -112,13 +111,6 @@ def refine_orientation(scores, index: int) -> float:
     if not curvature < 0 or not np.isfinite(curvature):
         return 0.0
     return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
-
-
-def polygon_bounds(polygon) -> np.ndarray:
-    """Axis-aligned box x, y, w, h enclosing a polygon given as 8 numbers x1, y1, ..., x4, y4."""
-    p = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
-    lo, hi = p.min(axis=0), p.max(axis=0)
-    return np.concatenate([lo, hi - lo])
 
 
 def axis_aligned_box(center, size, angle_deg: float, mode: str = "ellipse") -> np.ndarray:
