@@ -116,11 +116,11 @@ def refine_orientation(scores, index: int) -> float:
 def axis_aligned_box(center, size, angle_deg: float, mode: str = "ellipse") -> np.ndarray:
     """Axis-aligned box x, y, w, h of a w x h target turned by ``angle_deg`` about ``center``.
 
-    The rotated rectangle's own bounding box (``"polygon"``) is right only for a target that
-    fills its box; for a round or irregular outline it over-estimates by up to (w + h) / sqrt(2)
-    per side at 45 degrees. ``"ellipse"`` bounds the ellipse inscribed in the rotated box,
-    ``sqrt((w cos)^2 + (h sin)^2)`` wide, which lies between the two and equals the box at 0 and
-    90 degrees; ``"upright"`` ignores the angle.
+    ``"polygon"`` bounds the rotated rectangle, right only for a target that fills its box: at 45
+    degrees it is (w + h) / sqrt(2) wide where the outline of a round target spans only
+    sqrt((w^2 + h^2) / 2). ``"ellipse"`` bounds the ellipse inscribed in the rotated box,
+    sqrt((w cos)^2 + (h sin)^2) wide, never wider than ``"polygon"`` and equal to it at multiples
+    of 90 degrees; ``"upright"`` ignores the angle.
     """
     w, h = (float(v) for v in size)
     a = math.radians(angle_deg)
