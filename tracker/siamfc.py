@@ -10,8 +10,8 @@ apart) are built once at init and correlated in the same forward; the best (scal
 peak wins, and the tracker reports ``last_angle`` (degrees CCW) and ``last_polygon`` (the initial
 box rotated by it); ``update`` returns an axis-aligned box of the rotated target, by default the
 bounds of the ellipse inscribed in that polygon (``axis_box``: the polygon's own bounds
-over-estimate round and irregular targets). ``orientation_window`` limits the search to orientations near the last one
-(the RE-SiamNet motion prior). Subclasses override :meth:`template_crops`,
+over-estimate round and irregular targets). ``orientation_window`` limits the search to
+orientations near the last one (the RE-SiamNet motion prior). Subclasses override :meth:`template_crops`,
 :meth:`build_template`, :meth:`compute_responses` or :meth:`locate_peak`.
 """
 from __future__ import annotations
