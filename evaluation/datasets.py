@@ -21,7 +21,12 @@ OTB layout::
     <root>/<seq>/groundtruth_rect.2.txt     #   the sequences <seq>.1 and <seq>.2
 
 Both layouts may carry ``angle.txt`` (one float per frame: target in-plane rotation in degrees,
-counter-clockwise on screen) and ``polygon.txt`` (x1,y1,...,x4,y4 per frame: rotated box).
+counter-clockwise on screen), ``rotation.txt`` (one float per frame: the angle of an elongated
+target's axis, clockwise on screen, meaningful modulo 180; read as ``Sequence.axis_angles``,
+counter-clockwise), ``polygon.txt`` (x1,y1,...,x4,y4 per frame: rotated box) and
+``meta.json`` (``frame_stride``: how many source frames one stored frame stands for, when a long
+video was subsampled; ``source_group`` / ``source_sequence``: the video it was cut from, which
+:func:`split_by_source` keeps on one side of a train/validation split).
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["DatasetError", "DatasetWarning", "Sequence", "load_sequences", "detect_layout",
-           "IMAGE_EXTENSIONS"]
+           "split_by_source", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 GOT10K_SUBSETS = ("val", "test", "train")
@@ -72,6 +77,9 @@ class Sequence:
     cover: np.ndarray | None = None        # (N,) int 0..8 (GOT-10k visible-ratio class)
     angles: np.ndarray | None = None       # (N,) degrees, counter-clockwise on screen
     polygons: np.ndarray | None = None     # (N,8) x1,y1,...,x4,y4
+    axis_angles: np.ndarray | None = None  # (N,) target axis angle (rotation.txt), CCW, modulo 180
+    frame_stride: int = 1                  # source frames per stored frame (meta.json)
+    source: str = ""                       # the video the sequence was cut from ("" = its own)
 
     def __len__(self) -> int:
         return len(self.img_files)
@@ -157,21 +165,43 @@ def _read_labels(path: Path, length: int, dtype) -> np.ndarray | None:
     return values.astype(dtype)
 
 
-def _read_extras(folder: Path, length: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """angle.txt and polygon.txt of a sequence folder, if present (row count checked)."""
-    angles = polygons = None
-    angle_file, polygon_file = folder / "angle.txt", folder / "polygon.txt"
-    if angle_file.is_file():
-        angles = _read_table(angle_file, 1)[:, 0]
-        if len(angles) != length:
-            raise DatasetError(f"{angle_file}: {len(angles)} rows but the sequence has "
-                               f"{length} frames")
-    if polygon_file.is_file():
-        polygons = _read_table(polygon_file, 8)
-        if len(polygons) != length:
-            raise DatasetError(f"{polygon_file}: {len(polygons)} rows but the sequence has "
-                               f"{length} frames")
-    return angles, polygons
+def _read_extras(folder: Path, length: int) -> tuple:
+    """angle.txt, polygon.txt and rotation.txt of a sequence folder, if present (row counts
+    checked). rotation.txt holds the target's axis angle measured clockwise on screen (atan2 in
+    image coordinates, y down, modulo 180): it is returned counter-clockwise like angle.txt."""
+    tables = []
+    for name, columns in (("angle.txt", 1), ("polygon.txt", 8), ("rotation.txt", 1)):
+        path = folder / name
+        values = None
+        if path.is_file():
+            values = _read_table(path, columns)
+            if len(values) != length:
+                raise DatasetError(f"{path}: {len(values)} rows but the sequence has {length} frames")
+            if columns == 1:
+                values = values[:, 0]
+        tables.append(values)
+    angles, polygons, rotation = tables
+    return angles, polygons, (None if rotation is None else -rotation)
+
+
+def _read_meta(folder: Path) -> dict:
+    """frame_stride and source of a sequence folder's meta.json (defaults when there is none)."""
+    path = folder / "meta.json"
+    if not path.is_file():
+        return {}
+    import json
+
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: expected a JSON object")
+    stride = meta.get("frame_stride", 1)
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise DatasetError(f"{path}: frame_stride must be a positive integer, got {stride!r}")
+    group, name = meta.get("source_group", ""), meta.get("source_sequence", "")
+    return {"frame_stride": stride, "source": f"{group}/{name}" if name else ""}
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,9 +272,9 @@ def _load_got10k_sequence(folder: Path) -> Sequence:
                            f"{folder}")
     absent = _read_labels(folder / "absence.label", n, bool)
     cover = _read_labels(folder / "cover.label", n, np.int64)
-    angles, polygons = _read_extras(folder, n)
+    angles, polygons, axis_angles = _read_extras(folder, n)
     return Sequence(folder.name, [str(p) for p in frames], boxes, absent, cover, angles,
-                    polygons)
+                    polygons, axis_angles=axis_angles, **_read_meta(folder))
 
 
 def _otb_gt_files(folder: Path) -> list[Path]:
@@ -265,6 +295,8 @@ def _load_otb_sequences(folder: Path) -> list[Sequence]:
     if not gt_files:
         raise DatasetError(f"no ground-truth file (groundtruth_rect.txt) in {folder}")
     frames = _frame_files(folder / "img")
+    meta = {"source": "", **_read_meta(folder)}
+    meta["source"] = meta["source"] or folder.name     # the targets of one folder share its video
     key = folder.name.lower()
     sequences = []
     for index, gt_file in enumerate(gt_files, start=1):
@@ -285,14 +317,13 @@ def _load_otb_sequences(folder: Path) -> list[Sequence]:
             raise DatasetError(f"{gt_file}:{omit + 1}: the first-frame box {boxes[0].tolist()} "
                                "is not a valid box (width and height must be positive)")
         name = folder.name if len(gt_files) == 1 else f"{folder.name}.{index}"
-        angles = polygons = None
+        extras = (None, None, None)
         if len(gt_files) == 1:
-            angles, polygons = _read_extras(folder, len(seq_frames) + omit)
-            if omit:
-                angles = None if angles is None else angles[omit:]
-                polygons = None if polygons is None else polygons[omit:]
-        sequences.append(Sequence(name, [str(p) for p in seq_frames], boxes,
-                                  angles=angles, polygons=polygons))
+            extras = _read_extras(folder, len(seq_frames) + omit)
+            extras = tuple(None if v is None else v[omit:] for v in extras)
+        angles, polygons, axis_angles = extras
+        sequences.append(Sequence(name, [str(p) for p in seq_frames], boxes, angles=angles,
+                                  polygons=polygons, axis_angles=axis_angles, **meta))
     return sequences
 
 
@@ -375,3 +406,22 @@ def load_sequences(root, layout: str = "auto", subset: str | None = None, names=
     if not sequences:
         raise DatasetError(f"no usable sequences in {root}")
     return sequences
+
+
+def split_by_source(sequences: list[Sequence], fraction: float, seed: int = 0) -> tuple[list, list]:
+    """(kept, held_out): about ``fraction`` of the source videos held out, chosen by ``seed``.
+
+    Sequences cut from the same video (``Sequence.source``; a sequence without one is its own
+    video) land on the same side, so a validation split never shares footage with training.
+    The choice depends only on the set of source names and the seed, not on their order.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"the held-out fraction must be in [0, 1), got {fraction}")
+    sources = sorted({s.source or s.name for s in sequences})
+    count = int(round(fraction * len(sources)))
+    if fraction > 0 and len(sources) > 1:
+        count = min(max(count, 1), len(sources) - 1)
+    order = np.random.default_rng([int(seed), 20241129]).permutation(len(sources))
+    held = {sources[i] for i in order[:count]}
+    kept = [s for s in sequences if (s.source or s.name) not in held]
+    return kept, [s for s in sequences if (s.source or s.name) in held]

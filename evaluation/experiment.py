@@ -15,10 +15,16 @@ OTB layout::
     <result_dir>/<tracker>/polygons/<seq>_polygon.txt   (optional)
 
 Every file is written atomically and the box file last, so a sequence whose box and time
-files exist with one row per frame is complete and is not tracked again on a re-run.
+files exist with one row per frame is complete. Beside them (``<seq>/<seq>_key.json``, OTB:
+``<tracker>/keys/<seq>_key.json``, written before the box file) a key file records what made the
+result (:func:`result_key`: tracker name, weights and options; the sequence's annotations and
+frame files; the benchmark variant): a re-run reuses a complete result only when its key is the
+same, so another checkpoint, a retrained bundled weights file or another dataset is tracked again.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 import time
@@ -29,12 +35,13 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
+from .atomic import write_text_atomic
 from .datasets import Sequence
 from .metrics import box_to_polygon
 
 __all__ = ["SequenceResult", "ResultStore", "track_sequence", "run_trackers",
            "write_table_atomic", "TrackerSpecError", "TrackingError", "parse_tracker_spec",
-           "build_named_tracker"]
+           "build_named_tracker", "tracker_identity", "sequence_identity", "result_key"]
 
 
 class TrackerSpecError(ValueError):
@@ -84,7 +91,8 @@ def options_label(options: dict) -> str:
 
 
 def build_named_tracker(name: str, checkpoint=None, device: str | None = None, **options):
-    """'identity' -> IdentityTracker; any other name through ``tracker.build_tracker``
+    """'identity' -> IdentityTracker; 'cv2-mil' (...) -> an OpenCV baseline
+    (``evaluation.opencv_baselines``); any other name through ``tracker.build_tracker``
     (imported lazily, so evaluation works before/without the tracker package), with
     ``options`` as its tracking options."""
     if name == "identity":
@@ -92,6 +100,14 @@ def build_named_tracker(name: str, checkpoint=None, device: str | None = None, *
             raise TrackerSpecError("the identity tracker takes no checkpoint")
         from .identity import IdentityTracker
         return IdentityTracker()
+    if name.startswith("cv2-"):                  # OpenCV's classical trackers (baselines)
+        if checkpoint is not None or options:
+            raise TrackerSpecError(f"the OpenCV baseline {name} takes no checkpoint or tracking options")
+        from .opencv_baselines import build_opencv_tracker
+        try:
+            return build_opencv_tracker(name)
+        except ValueError as exc:
+            raise TrackerSpecError(str(exc)) from None
     try:
         from tracker import build_tracker
     except ImportError as exc:
@@ -103,6 +119,74 @@ def build_named_tracker(name: str, checkpoint=None, device: str | None = None, *
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise TrackerSpecError(f"cannot build tracker {name!r}: {message}") from None
+
+
+_SHA256: dict[tuple, str] = {}
+
+
+def _file_sha256(path) -> str | None:
+    """SHA-256 of a file's content (None when there is no such file), computed once per process
+    for each (path, size, mtime)."""
+    path = Path(path).resolve()
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    cache = (str(path), st.st_size, st.st_mtime_ns)
+    if cache not in _SHA256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _SHA256[cache] = digest.hexdigest()
+    return _SHA256[cache]
+
+
+def tracker_identity(name: str, checkpoint=None, options: dict | None = None) -> dict:
+    """What decides a tracker's output: its name, its weights (SHA-256 of the checkpoint's
+    content, by default of the bundled weights; the OpenCV version for the "cv2-" baselines) and
+    its tracking options. Not the device."""
+    weights = None
+    if name.startswith("cv2-"):
+        try:
+            import cv2
+            weights = f"opencv {cv2.__version__}"
+        except ImportError:
+            pass
+    elif name != "identity":
+        if checkpoint is None:
+            try:
+                from tracker import default_checkpoint
+                checkpoint = default_checkpoint(name)
+            except (ImportError, KeyError, ValueError):   # building this tracker fails later
+                pass
+        weights = None if checkpoint is None else _file_sha256(checkpoint)
+    return {"name": name, "weights": weights, "options": dict(options or {})}
+
+
+def sequence_identity(seq: Sequence, root=None) -> str:
+    """SHA-256 of a sequence's annotations and frame files (path relative to ``root``, size and
+    mtime; no image is read)."""
+    digest = hashlib.sha256()
+    for field in ("boxes", "absent", "cover", "angles", "polygons"):
+        values = getattr(seq, field)
+        if values is not None:
+            values = np.ascontiguousarray(values)
+            digest.update(f"{field} {values.dtype} {values.shape}\n".encode() + values.tobytes())
+    for path in seq.img_files:
+        st = os.stat(path)
+        name = os.path.relpath(path, root) if root is not None else str(path)
+        digest.update(f"{name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def result_key(tracker: dict, sequence: str, variant: dict) -> dict:
+    """The key of one result: ``tracker`` (:func:`tracker_identity`), ``sequence``
+    (:func:`sequence_identity`), ``variant`` (benchmark settings: dataset root, rotation...) and
+    "digest", the SHA-256 of the three, which is what :meth:`ResultStore.is_complete` compares."""
+    key = {"tracker": tracker, "sequence": sequence, "variant": variant}
+    text = json.dumps(key, sort_keys=True, default=str)
+    return {"digest": hashlib.sha256(text.encode()).hexdigest(), **key}
 
 
 @dataclass
@@ -150,13 +234,23 @@ class ResultStore:
         if self.layout == "got10k":
             d = base / seq
             return {"boxes": d / f"{seq}_001.txt", "times": d / f"{seq}_time.txt",
-                    "angles": d / f"{seq}_angle.txt", "polygons": d / f"{seq}_polygon.txt"}
+                    "angles": d / f"{seq}_angle.txt", "polygons": d / f"{seq}_polygon.txt",
+                    "key": d / f"{seq}_key.json"}
         return {"boxes": base / f"{seq}.txt", "times": base / "times" / f"{seq}_time.txt",
                 "angles": base / "angles" / f"{seq}_angle.txt",
-                "polygons": base / "polygons" / f"{seq}_polygon.txt"}
+                "polygons": base / "polygons" / f"{seq}_polygon.txt",
+                "key": base / "keys" / f"{seq}_key.json"}
 
-    def is_complete(self, tracker: str, seq: Sequence) -> bool:
-        """True when boxes and times exist with one row per frame of ``seq``."""
+    def read_key(self, tracker: str, seq: str) -> str | None:
+        """The digest of the key file of a result (None when it has none or it is unreadable)."""
+        try:
+            return json.loads(self.paths(tracker, seq)["key"].read_text()).get("digest")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def is_complete(self, tracker: str, seq: Sequence, key: dict | None = None) -> bool:
+        """True when boxes and times exist with one row per frame of ``seq`` and, given a
+        ``key`` (:func:`result_key`), the result's key file holds the same digest."""
         p = self.paths(tracker, seq.name)
         if not (p["boxes"].is_file() and p["times"].is_file()):
             return False
@@ -164,7 +258,9 @@ class ResultStore:
             result = self.read(tracker, seq.name)
         except (OSError, ValueError):
             return False
-        return len(result.boxes) == len(seq) and len(result.times) == len(seq)
+        if len(result.boxes) != len(seq) or len(result.times) != len(seq):
+            return False
+        return key is None or self.read_key(tracker, seq.name) == key["digest"]
 
     def read(self, tracker: str, seq: str) -> SequenceResult:
         p = self.paths(tracker, seq)
@@ -174,14 +270,20 @@ class ResultStore:
         polygons = _load_table(p["polygons"], 8) if p["polygons"].is_file() else None
         return SequenceResult(boxes, times, angles, polygons)
 
-    def write(self, tracker: str, seq: str, result: SequenceResult) -> None:
+    def write(self, tracker: str, seq: str, result: SequenceResult, key: dict | None = None) -> None:
         p = self.paths(tracker, seq)
-        for key in ("angles", "polygons"):
-            values = getattr(result, key)
+        p["boxes"].unlink(missing_ok=True)       # incomplete until the new box file is in place
+        if key is not None:                      # written before the box file
+            p["key"].parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(p["key"], json.dumps(key, indent=1, sort_keys=True, default=str) + "\n")
+        else:
+            p["key"].unlink(missing_ok=True)
+        for name in ("angles", "polygons"):
+            values = getattr(result, name)
             if values is not None:
-                write_table_atomic(p[key], values, "%.4f")
+                write_table_atomic(p[name], values, "%.4f")
             else:
-                p[key].unlink(missing_ok=True)   # stale output of an earlier tracker version
+                p[name].unlink(missing_ok=True)   # stale output of an earlier tracker version
         write_table_atomic(p["times"], result.times.reshape(-1, 1), "%.8f")
         write_table_atomic(p["boxes"], result.boxes, "%.3f")   # last: marks completion
 
@@ -236,18 +338,30 @@ def track_sequence(tracker, seq: Sequence) -> SequenceResult:
 
 def run_trackers(factories: dict[str, Callable[[], object]], sequences: list[Sequence],
                  store: ResultStore, overwrite: bool = False, progress: bool = True,
-                 log: Callable[[str], None] | None = None) -> dict[str, dict[str, SequenceResult]]:
+                 log: Callable[[str], None] | None = None,
+                 keys: dict[str, dict[str, dict]] | None = None) -> dict[str, dict[str, SequenceResult]]:
     """Run each tracker (built lazily by its factory, only if some sequence needs it) over
     the sequences; reuse complete results unless ``overwrite``. Returns label -> seq -> result.
+
+    ``keys``: label -> sequence name -> :func:`result_key`; a result is then reused only when
+    its key file holds the same key, and written with it.
     """
     from tqdm import tqdm
 
     results: dict[str, dict[str, SequenceResult]] = {}
     for label, factory in factories.items():
-        todo = [s for s in sequences if overwrite or not store.is_complete(label, s)]
+        key_of = (keys or {}).get(label, {})
+        todo, stale = [], 0
+        for s in sequences:
+            if overwrite or not store.is_complete(label, s, key_of.get(s.name)):
+                todo.append(s)
+                stale += not overwrite and s.name in key_of and store.is_complete(label, s)
         if log is not None and len(todo) < len(sequences):
             log(f"{label}: reusing results of {len(sequences) - len(todo)} of "
                 f"{len(sequences)} sequences")
+        if log is not None and stale:
+            log(f"{label}: {stale} result{'s were' if stale != 1 else ' was'} made by another "
+                "checkpoint/options/dataset (or by an older version); re-running them")
         tracker = factory() if todo else None
         todo_names = {s.name for s in todo}
         bar: Iterable[Sequence] = sequences
@@ -262,7 +376,7 @@ def run_trackers(factories: dict[str, Callable[[], object]], sequences: list[Seq
                     result = track_sequence(tracker, seq)
                 except ValueError as exc:      # the trackers' input errors are ValueErrors
                     raise TrackingError(f"{label} on sequence {seq.name}: {exc}") from exc
-                store.write(label, seq.name, result)
+                store.write(label, seq.name, result, key_of.get(seq.name))
             per_seq[seq.name] = store.read(label, seq.name)
         results[label] = per_seq
     return results

@@ -95,10 +95,11 @@ def polygon_iou(pred: np.ndarray, gt: np.ndarray, bound=None) -> np.ndarray:
     return ious
 
 
-def angle_errors(pred_deg: np.ndarray, gt_deg: np.ndarray) -> np.ndarray:
-    """Absolute angle difference in degrees, wrapped into [0, 180]."""
+def angle_errors(pred_deg: np.ndarray, gt_deg: np.ndarray, period: float = 360.0) -> np.ndarray:
+    """Absolute angle difference in degrees, wrapped into [0, period / 2] (period 180: axis
+    angles, where a turn by 180 degrees leaves the axis as it was)."""
     diff = np.asarray(pred_deg, dtype=np.float64) - np.asarray(gt_deg, dtype=np.float64)
-    return np.abs((diff + 180.0) % 360.0 - 180.0)
+    return np.abs((diff + period / 2) % period - period / 2)
 
 
 def success_curve(ious: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ Frames without a usable ground-truth box (NaN or non-positive size) are never sc
 Rotated ground truth (polygon.txt / angle.txt), when present, adds polygon IoU (the tracker's
 polygon if it gave one, else its box, against the rotated ground-truth polygon) and the mean
 absolute angle error: the tracker's ``last_angle`` is its estimate of the target's rotation
-since the first frame, compared with angle(t) - angle(0).
+since the first frame, compared with angle(t) - angle(0) (with rotation.txt's axis angles,
+modulo 180: an error is at most 90 degrees there).
 """
 from __future__ import annotations
 
@@ -97,10 +98,12 @@ def sequence_scores(seq: Sequence, result: SequenceResult) -> dict:
         scores["poly_ious"] = np.nan_to_num(
             polygon_iou(region[rows], seq.polygons[rows], bound=bound), nan=0.0)
         scores["poly_source"] = "polygon" if result.polygons is not None else "box"
-    if seq.angles is not None and result.angles is not None:
-        gt_rel = seq.angles - seq.angles[0]
+    # the target's own axis angle (rotation.txt, modulo 180) when known, else angle.txt
+    truth, period = ((seq.axis_angles, 180.0) if seq.axis_angles is not None else (seq.angles, 360.0))
+    if truth is not None and result.angles is not None:
+        gt_rel = truth - truth[0]
         rows = later & np.isfinite(result.angles) & np.isfinite(gt_rel)
-        scores["angle_errors"] = angle_errors(result.angles[rows], gt_rel[rows])
+        scores["angle_errors"] = angle_errors(result.angles[rows], gt_rel[rows], period)
     return scores
 
 

@@ -147,6 +147,8 @@ def _write_sequence(seq: Sequence, out_dir: Path, deg_per_frame: float, border: 
     np.savetxt(out_dir / "groundtruth.txt", boxes, fmt="%.4f", delimiter=",")
     np.savetxt(out_dir / "polygon.txt", polygons, fmt="%.4f", delimiter=",")
     np.savetxt(out_dir / "angle.txt", angles, fmt="%.4f")
+    if seq.axis_angles is not None:      # rotation.txt's convention: clockwise, modulo 180
+        np.savetxt(out_dir / "rotation.txt", -(seq.axis_angles + step_angles) % 180.0, fmt="%.4f")
     np.savetxt(out_dir / "absence.label", absent.astype(np.int64), fmt="%d")
     np.savetxt(out_dir / "cover.label", cover, fmt="%d")
     np.savetxt(out_dir / "cut_by_image.label", cut, fmt="%d")

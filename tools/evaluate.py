@@ -7,13 +7,17 @@
         --trackers siamfc --rotating 1.0
 
 Results go to <out>/results/<tracker>/... in the got10k toolkit's layout (finished sequences
-are reused on a re-run unless --overwrite); report.json, report.md and the success /
-precision plots go to <out> (default runs/eval/<dataset>). The summary table is printed.
+are reused on a re-run unless --overwrite, and only when made by the same tracker name,
+weights and options on the same sequences and benchmark variant); report.json, report.md and
+the success / precision plots go to <out> (default runs/eval/<dataset>[-static], with --root
+runs/eval/<protocol>-<folder>[-<subset>]-<digest of the folder's path>[-rot<deg>]). The
+summary table is printed.
 Without --root, the generated rotating test sequences (evaluation.synthetic) are used.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import sys
 import warnings
@@ -25,7 +29,8 @@ from evaluation.datasets import (DatasetError, DatasetWarning, detect_layout,  #
                                  load_sequences)
 from evaluation.experiment import (ResultStore, TrackerSpecError, TrackingError,  # noqa: E402
                                    build_named_tracker, options_label, parse_tracker_options,
-                                   parse_tracker_spec, run_trackers)
+                                   parse_tracker_spec, result_key, run_trackers,
+                                   sequence_identity, tracker_identity)
 from evaluation.report import (build_report, compare_pairs, compare_to_baseline, markdown_comparison,  # noqa: E402
                                markdown_pairs, markdown_summary, write_report)
 
@@ -48,7 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layout", choices=["auto", "got10k", "otb"], default="auto",
                    help="folder layout of --root (default: detected)")
     p.add_argument("--trackers", nargs="+", required=True, metavar="NAME[=CKPT]",
-                   help="'identity', or a tracker.build_tracker name, optionally with a "
+                   help="'identity', an OpenCV baseline ('cv2-mil'; 'cv2-kcf', 'cv2-csrt' with "
+                        "opencv-contrib), or a tracker.build_tracker name, optionally with a "
                         "checkpoint: siamfc=runs/siamfc.pth")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: tracker's)")
     p.add_argument("--rotating", type=float, default=None, metavar="DEG_PER_FRAME",
@@ -60,8 +66,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="only these sequences")
     p.add_argument("--max-sequences", type=int, default=None, metavar="N",
                    help="only the first N sequences")
+    p.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
+                   help="only the source videos that a training config with data.val_fraction = "
+                        "FRACTION holds out of --root (its validation split)")
+    p.add_argument("--holdout-seed", type=int, default=0, metavar="SEED",
+                   help="the training config's data.val_seed (default 0)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default runs/eval/<dataset>)")
+                   help="output folder (default runs/eval/<dataset>[-static]; with --root the "
+                        "folder name gets a short digest of the folder's path)")
     p.add_argument("--overwrite", action="store_true", help="re-run finished sequences")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip broken sequences with a warning instead of stopping")
@@ -106,6 +118,11 @@ def parse_pair(text: str, labels: list) -> tuple:
                           f"{', '.join(labels)}")
 
 
+def _takes_options(name: str) -> bool:
+    """--tracker-option applies to the learned trackers, not to 'identity' or the OpenCV baselines."""
+    return name != "identity" and not name.startswith("cv2-")
+
+
 def _print_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
@@ -115,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         raise EvaluationError("--rotating must be a finite number of degrees per frame")
     if args.max_sequences is not None and args.max_sequences < 1:
         raise EvaluationError("--max-sequences must be at least 1")
+    if args.holdout is not None and not 0 < args.holdout < 1:
+        raise EvaluationError("--holdout must be a fraction between 0 and 1 (data.val_fraction)")
 
     # dataset folder and protocol
     if args.root is None:
@@ -125,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         root = _generated_root(args.subset or "test", rotating=not args.static)
         subset = None
         dataset_label = "generated"
+        out_name = "generated-static" if args.static else "generated"
     else:
         root = args.root
         if not root.is_dir():
@@ -133,22 +153,38 @@ def run(args: argparse.Namespace) -> int:
         protocol = args.dataset or layout
         subset = args.subset
         dataset_label = f"{protocol}-{root.resolve().name}" + (f"-{subset}" if subset else "")
+        out_name = f"{dataset_label}-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:6]}"
+    if args.holdout is not None:
+        dataset_label += f"-holdout{args.holdout:g}s{args.holdout_seed}"
+        out_name += f"-holdout{args.holdout:g}s{args.holdout_seed}"
     if args.rotating is not None:
         dataset_label += f"-rot{args.rotating:g}"
-    out = args.out if args.out is not None else Path("runs") / "eval" / dataset_label
+        out_name += f"-rot{args.rotating:g}"
+    out = args.out if args.out is not None else Path("runs") / "eval" / out_name
+    # what, besides the tracker and the sequence, decides a result (part of its key)
+    variant = {"root": str(Path(root).resolve()), "subset": subset,
+               "static": bool(args.root is None and args.static), "rotating": args.rotating,
+               "border": args.border if args.rotating is not None else None}
 
     layout = args.layout
+    names = args.sequences
+    if args.holdout is not None:         # chosen on the source folder (meta.json: source videos)
+        from evaluation.datasets import split_by_source
+
+        _, held = split_by_source(load_sequences(root, layout=layout, subset=subset, names=names,
+                                                 skip_bad=args.skip_bad), args.holdout, args.holdout_seed)
+        names = [s.name for s in held]
     if args.rotating is not None:
         from evaluation.rotating import make_rotating
         rot_dir = out / "rotating" / f"{args.rotating:g}deg-{args.border}"
         print(f"rotating dataset: {rot_dir}", file=sys.stderr)
         root = make_rotating(root, rot_dir, args.rotating, layout=layout, border=args.border,
                              max_sequences=args.max_sequences, subset=subset,
-                             names=args.sequences, skip_bad=args.skip_bad,
+                             names=names, skip_bad=args.skip_bad,
                              progress=not args.no_progress)
         layout, subset = "got10k", None
 
-    sequences = load_sequences(root, layout=layout, subset=subset, names=args.sequences,
+    sequences = load_sequences(root, layout=layout, subset=subset, names=names,
                                skip_bad=args.skip_bad)
     if args.max_sequences is not None:
         sequences = sequences[:args.max_sequences]
@@ -157,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     # bad name or checkpoint fails before any tracking starts
     options = parse_tracker_options(args.tracker_option)
     specs = [parse_tracker_spec(s) for s in args.trackers]
-    specs = [(label + (options_label(options) if name != "identity" else ""), name, ckpt)
+    specs = [(label + (options_label(options) if _takes_options(name) else ""), name, ckpt)
              for label, name, ckpt in specs]
     labels = [label for label, _, _ in specs]
     if args.baseline is not None and args.baseline not in labels:
@@ -167,16 +203,20 @@ def run(args: argparse.Namespace) -> int:
     if duplicates:
         raise EvaluationError(f"tracker given twice: {', '.join(duplicates)}")
     store = ResultStore(out / "results", "otb" if protocol == "otb" else "got10k")
-    factories = {}
+    sequence_ids = {s.name: sequence_identity(s, root) for s in sequences}
+    factories, keys = {}, {}
     for label, name, checkpoint in specs:
-        needed = args.overwrite or not all(store.is_complete(label, s) for s in sequences)
-        opts = options if name != "identity" else {}
+        opts = options if _takes_options(name) else {}
+        identity = tracker_identity(name, checkpoint, opts)
+        keys[label] = {s.name: result_key(identity, sequence_ids[s.name], variant) for s in sequences}
+        needed = args.overwrite or not all(store.is_complete(label, s, keys[label][s.name])
+                                           for s in sequences)
         tracker = build_named_tracker(name, checkpoint, args.device, **opts) if needed else None
         factories[label] = (lambda t=tracker: t)
 
     results = run_trackers(factories, sequences, store, overwrite=args.overwrite,
                            progress=not args.no_progress,
-                           log=lambda m: print(m, file=sys.stderr))
+                           log=lambda m: print(m, file=sys.stderr), keys=keys)
     report = build_report(protocol, sequences, results, dataset=dataset_label)
     report["root"] = str(Path(root).resolve())
     if args.baseline is not None:

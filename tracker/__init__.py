@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["TRACKERS", "WEIGHTS_DIR", "build_tracker", "default_checkpoint", "tracker_names"]
+__all__ = ["TRACKERS", "WEIGHTS_DIR", "build_tracker", "default_checkpoint", "tracker_names",
+           "stored_tracking_options"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -54,13 +55,25 @@ def default_checkpoint(name: str) -> Path:
     return WEIGHTS_DIR / TRACKERS[_canonical(name)][2]
 
 
+def stored_tracking_options(ckpt: dict, rotated: bool) -> dict:
+    """The tracking hyper-parameters a checkpoint carries (``ckpt["tracking"]``, chosen on
+    validation for its network by ``tools/tune_tracking.py``): its "upright" table, or its
+    "rotated" one for trackers that search rotated templates."""
+    tracking = ckpt.get("tracking") if isinstance(ckpt, dict) else None
+    if not isinstance(tracking, dict):
+        return {}
+    table = tracking.get("rotated" if rotated else "upright", {})
+    return dict(table) if isinstance(table, dict) else {}
+
+
 def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None, **options):
     """A got10k ``Tracker`` named ``name`` (see :data:`TRACKERS`).
 
     checkpoint: a tracker checkpoint (default: the bundled weights); model: an in-memory Siamese
     model instead (e.g. during training; it is put in eval mode, call ``.train()`` afterwards);
     device: None = CUDA when available, else CPU (for ``model``: the device it is on);
-    options: tracking hyper-parameters (SiamFCParams / SiamRPNParams; unknown ones are rejected).
+    options: tracking hyper-parameters (SiamFCParams / SiamRPNParams; unknown ones are rejected);
+    they override the name's defaults and those stored in the checkpoint (``stored_tracking_options``).
     Raises TrackerError for every bad input (unknown name/option/device, missing or mismatched
     checkpoint).
     """
@@ -75,6 +88,7 @@ def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None
     key = _canonical(name)
     target, model_type, weights_file = TRACKERS[key]
     source = "the given model"
+    stored: dict = {}
     if model is not None and device is None:
         # an in-memory model stays where it is (e.g. a model being trained on the CPU)
         device = next(iter(model.parameters()), None)
@@ -90,16 +104,18 @@ def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None
         else:
             path = Path(checkpoint)
         try:
-            model, _ = model_from_checkpoint(path)
+            model, ckpt = model_from_checkpoint(path)
         except (CheckpointError, ConfigError) as exc:
             raise TrackerError(str(exc)) from None
         source = str(path)
+        rotated = key == "re-siamfc" or bool({**DEFAULT_OPTIONS.get(key, {}), **options}.get("orientations"))
+        stored = stored_tracking_options(ckpt, rotated)
     found = getattr(getattr(model, "config", None), "type", None)
     if found != model_type:
         raise TrackerError(f"tracker {key} needs a {model_type} model, but {source} holds a {found} model")
     module, cls_name = target.split(":")
     cls = getattr(importlib.import_module(module), cls_name)
-    options = {**DEFAULT_OPTIONS.get(key, {}), **options}
+    options = {**DEFAULT_OPTIONS.get(key, {}), **stored, **options}
     try:
         return cls(model, device=device, name=key, **options)
     except ConfigError as exc:

@@ -25,7 +25,7 @@ from PIL import Image
 from evaluation.datasets import DatasetError
 from tracker.crops import context_size, crop_and_resize, image_to_crop
 
-__all__ = ["PairSampler", "valid_frames", "FrameFilter"]
+__all__ = ["PairSampler", "PhotoPairSampler", "MixedPairs", "Photo", "load_photos", "valid_frames", "FrameFilter"]
 
 # SiamFC draws the resize interpolation at random; Lanczos is left out (10x slower in warpAffine)
 _INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_NEAREST)
@@ -150,8 +150,10 @@ class PairSampler(torch.utils.data.Dataset):
                 dropped.append(seq.name)
                 continue
             valid = valid_frames(seq.boxes, _image_size(seq.img_files[0]), seq.absent, seq.cover, self.frame_filter)
-            lo = np.searchsorted(valid, valid - self.frame_range, side="left")
-            hi = np.searchsorted(valid, valid + self.frame_range, side="right")
+            # frame_range counts source frames: a subsampled video's stored frames lie frame_stride apart
+            reach = max(1, self.frame_range // max(1, getattr(seq, "frame_stride", 1)))
+            lo = np.searchsorted(valid, valid - reach, side="left")
+            hi = np.searchsorted(valid, valid + reach, side="right")
             z_pos = np.flatnonzero(hi - lo > 1)          # at least one other valid frame in range
             if z_pos.size == 0:
                 dropped.append(seq.name)
@@ -196,6 +198,14 @@ class PairSampler(torch.utils.data.Dataset):
             raise IndexError(index)
         e, z_frame, x_frame, rng = self.sample_frames(index)
         seq = self.entries[e].seq
+        angle_known = seq.angles is not None
+        relative = float(seq.angles[x_frame] - seq.angles[z_frame]) if angle_known else 0.0
+        return self.make_pair(rng, seq.img_files[z_frame], seq.boxes[z_frame], seq.img_files[x_frame],
+                              seq.boxes[x_frame], relative, angle_known)
+
+    def make_pair(self, rng, path_z, box_z, path_x, box_x, relative_angle: float = 0.0,
+                  angle_known: bool = False) -> dict:
+        """The augmented (z, x) crops of a target box in two images (the same image for photo pairs)."""
         aug = self.augment
         # draws in a fixed order, whether or not each is used
         stretch_z, stretch_x = 1.0 + rng.uniform(-self.max_stretch, self.max_stretch, 2) * aug
@@ -206,12 +216,11 @@ class PairSampler(torch.utils.data.Dataset):
         jitter_z, jitter_x = rng.uniform(-1, 1, (2, 4)) * self.color_jitter
         blur_sigma = rng.uniform(0.5, 1.5) if (aug and rng.random() < self.blur_prob) else 0.0
 
-        box_z, box_x = seq.boxes[z_frame], seq.boxes[x_frame]
         ez, ex = self.exemplar_size, self.instance_size
         # template: target centred, its SiamFC context square resized to the exemplar size
         side_z = context_size(box_z[2], box_z[3], self.context) / stretch_z
         centre_z = np.array([box_z[0] + box_z[2] / 2, box_z[1] + box_z[3] / 2])
-        z, z_box = self._crop(seq.img_files[z_frame], box_z, centre_z, side_z, ez, 0.0, interp_z)
+        z, z_box = self._crop(path_z, box_z, centre_z, side_z, ez, 0.0, interp_z)
         # search: same scale from the target's own box in its frame, target shifted by `shift`
         # crop pixels and rotated by `rotation` degrees counter-clockwise about its centre
         side_x = context_size(box_x[2], box_x[3], self.context) * ex / ez / stretch_x
@@ -220,21 +229,19 @@ class PairSampler(torch.utils.data.Dataset):
         a = math.radians(sampling_angle)
         rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
         centre_x = target_x - (side_x / ex) * rot @ shift
-        x, x_box = self._crop(seq.img_files[x_frame], box_x, centre_x, side_x, ex, sampling_angle, interp_x)
+        x, x_box = self._crop(path_x, box_x, centre_x, side_x, ex, sampling_angle, interp_x)
 
         if aug:       # colour changes as one affine colour map per crop, on uint8 (fast)
             z = cv2.transform(z, _color_matrix(z, gray, jitter_z))
             x = cv2.transform(x, _color_matrix(x, gray, jitter_x))
             if blur_sigma > 0:
                 x = cv2.GaussianBlur(x, (0, 0), blur_sigma)
-        angle_known = seq.angles is not None
-        relative = float(seq.angles[x_frame] - seq.angles[z_frame]) if angle_known else 0.0
         return {
             "z": torch.from_numpy(np.ascontiguousarray(z.transpose(2, 0, 1), dtype=np.float32)),
             "x": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)),
             "box_z": torch.tensor(z_box, dtype=torch.float32),
             "box_x": torch.tensor(x_box, dtype=torch.float32),
-            "angle_x": torch.tensor(_wrap(relative + rotation), dtype=torch.float32),
+            "angle_x": torch.tensor(_wrap(relative_angle + rotation), dtype=torch.float32),
             "angle_known": torch.tensor(float(angle_known), dtype=torch.float32),
         }
 
@@ -262,3 +269,164 @@ def _color_matrix(img: np.ndarray, gray: bool, params: np.ndarray) -> np.ndarray
     a = (1.0 + contrast) * a
     a, b = (1.0 + brightness) * a, (1.0 + brightness) * b + cast * _CAST
     return np.concatenate([a, b[:, None]], axis=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# still photos with boxes: a pair is two augmented crops of one photo
+@dataclass
+class Photo:
+    """One still photo and the boxes (x, y, w, h) of the objects in it."""
+
+    path: str
+    boxes: np.ndarray             # (K, 4)
+    size: tuple                   # (width, height)
+
+
+def _read_boxes_csv(csv_path) -> list:
+    import csv
+    from pathlib import Path
+
+    csv_path = Path(csv_path)
+    images = csv_path.parent / "images"
+    by_file: dict = {}
+    try:
+        with open(csv_path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"cannot read {csv_path}: {exc}") from None
+    header = [c.strip() for c in rows[0]] if rows else []
+    needed = ("file", "x", "y", "w", "h", "img_w", "img_h")
+    if any(c not in header for c in needed):
+        raise DatasetError(f"{csv_path}:1: expected the columns {', '.join(needed)} (file,x,y,w,h,label,img_w,img_h)")
+    col = {c: header.index(c) for c in needed}
+    for number, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        try:
+            box = [float(row[col[c]]) for c in ("x", "y", "w", "h")]
+            size = (int(float(row[col["img_w"]])), int(float(row[col["img_h"]])))
+            name = row[col["file"]].strip()
+        except (IndexError, ValueError):
+            raise DatasetError(f"{csv_path}:{number}: bad row {','.join(row)[:80]!r}") from None
+        if not name or not all(math.isfinite(v) for v in box) or min(size) < 1:
+            raise DatasetError(f"{csv_path}:{number}: bad row {','.join(row)[:80]!r}")
+        entry = by_file.setdefault(name, ([], size))
+        if entry[1] != size:
+            raise DatasetError(f"{csv_path}:{number}: {name} listed with two image sizes")
+        entry[0].append(box)
+    photos = []
+    for name, (boxes, size) in sorted(by_file.items()):
+        path = images / name
+        if not path.is_file():
+            raise DatasetError(f"{csv_path}: image {path} not found")
+        photos.append(Photo(str(path), np.asarray(boxes, dtype=np.float64), size))
+    return photos
+
+
+def load_photos(root) -> list:
+    """Photos of ``root``: a folder with ``boxes.csv`` and ``images/``, or a folder of such folders.
+
+    ``boxes.csv`` has the header ``file,x,y,w,h,label,img_w,img_h`` (one row per object box, pixels).
+    """
+    from pathlib import Path
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"photo folder not found: {root}")
+    files = [root / "boxes.csv"] if (root / "boxes.csv").is_file() else sorted(root.glob("*/boxes.csv"))
+    if not files:
+        raise DatasetError(f"no boxes.csv in {root} or its sub-folders (photos: <group>/boxes.csv, <group>/images/)")
+    photos = [p for f in files for p in _read_boxes_csv(f)]
+    if not photos:
+        raise DatasetError(f"no photo boxes in {root}")
+    return photos
+
+
+class PhotoPairSampler(PairSampler):
+    """SiamFC pairs from still photos: template and search crop of the same object in one photo.
+
+    The motion a video gives is simulated by the augmentation, so it is stronger than for video
+    pairs: the target shifted by up to ``max_shift`` crop pixels, its scale changed by up to
+    ``max_stretch``, rotated by any angle up to ``max_rotation_deg`` (default: any rotation), plus
+    blur and colour changes. The other objects of the photo stay in the crops as distractors (the
+    blood-cell photos hold dozens of near-identical cells). Items as :class:`PairSampler`'s, with
+    ``angle_x`` the applied rotation and ``angle_known`` 1.
+    """
+
+    def __init__(self, photos, pairs_per_epoch: int = 10000, exemplar_size=127, instance_size=255, context=0.5,
+                 augment=True, max_rotation_deg=180.0, seed=0, *, max_stretch=0.25, max_shift=48.0,
+                 gray_prob=0.2, color_jitter=0.15, blur_prob=0.2, frame_filter: FrameFilter = FrameFilter()):
+        super().__init__(photos, pairs_per_epoch, exemplar_size, instance_size, context, 1, augment,
+                         max_rotation_deg, seed, max_stretch=max_stretch, max_shift=max_shift,
+                         gray_prob=gray_prob, color_jitter=color_jitter, blur_prob=blur_prob,
+                         frame_filter=frame_filter)
+
+    def _index(self, photos) -> list:
+        if not photos:
+            raise DatasetError("PhotoPairSampler: no photos given")
+        entries = []
+        for photo in photos:
+            valid = valid_frames(photo.boxes, photo.size, rules=self.frame_filter)
+            if valid.size:
+                entries.append((photo, valid))
+        if not entries:
+            raise DatasetError(f"PhotoPairSampler: no box of the {len(photos)} photos passes the size filter")
+        return entries
+
+    @property
+    def sequences(self) -> list:
+        return [photo for photo, _ in self.entries]
+
+    def sample_frames(self, index: int) -> tuple:
+        """(photo index, box index, box index) of item ``index`` in the current epoch, and its generator."""
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        e = int(rng.integers(len(self.entries)))
+        valid = self.entries[e][1]
+        k = int(valid[rng.integers(valid.size)])
+        return e, k, k, rng
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.pairs_per_epoch:
+            raise IndexError(index)
+        e, k, _, rng = self.sample_frames(index)
+        photo = self.entries[e][0]
+        return self.make_pair(rng, photo.path, photo.boxes[k], photo.path, photo.boxes[k], 0.0, True)
+
+
+class MixedPairs(torch.utils.data.Dataset):
+    """Pairs drawn from several samplers (video folders, photos, generated sequences) by weight.
+
+    Item ``i`` of an epoch comes from source k with probability weight_k / Σ weights, chosen by
+    (seed, epoch, i), and is that source's item ``i``: the mix is as reproducible as its parts.
+    """
+
+    def __init__(self, sources, weights, pairs_per_epoch: int, seed: int = 0, names=None):
+        weights = np.asarray(weights, dtype=np.float64)
+        if len(sources) == 0 or len(sources) != len(weights):
+            raise ValueError("MixedPairs needs one weight per source and at least one source")
+        if not (np.isfinite(weights).all() and (weights >= 0).all() and weights.sum() > 0):
+            raise ValueError(f"source weights must be >= 0 with a positive sum, got {weights.tolist()}")
+        for source in sources:
+            if len(source) < pairs_per_epoch:
+                raise ValueError(f"every source needs at least {pairs_per_epoch} pairs per epoch")
+        self.sources = list(sources)
+        self.names = list(names) if names is not None else [f"source{k}" for k in range(len(sources))]
+        self.cumulative = np.cumsum(weights / weights.sum())
+        self.pairs_per_epoch, self.seed, self.epoch = int(pairs_per_epoch), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        for source in self.sources:
+            source.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.pairs_per_epoch
+
+    def source_index(self, index: int) -> int:
+        u = np.random.default_rng([self.seed, self.epoch, int(index), 0x6D6978]).random()
+        return min(int(np.searchsorted(self.cumulative, u, side="right")), len(self.sources) - 1)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.pairs_per_epoch:
+            raise IndexError(index)
+        return self.sources[self.source_index(index)][index]

@@ -35,7 +35,7 @@ from evaluation.datasets import DatasetError
 from tracker.models import ModelConfig, build_model
 
 __all__ = [
-    "TrainConfig", "DataConfig", "RunConfig", "TrainingError", "Trainer", "WarmupExponentialDecay",
+    "TrainConfig", "DataConfig", "SourceConfig", "RunConfig", "TrainingError", "Trainer", "WarmupExponentialDecay",
     "read_config", "merge_overrides", "load_pairs", "export_weights", "distributed_env",
     "CHECKPOINT_NAME",
 ]
@@ -117,18 +117,68 @@ class TrainConfig:
             raise ConfigError(f"train.init_from must be a checkpoint path (a string), got {self.init_from!r}")
 
 
+SOURCE_KINDS = ("video", "photos", "generated")
+
+
+@dataclass
+class SourceConfig:
+    """One source of training pairs in a mix (a [[data.sources]] table of a config)."""
+
+    kind: str = "video"               # "video" (GOT-10k/OTB folder), "photos" (boxes.csv folders), "generated"
+    path: str = ""                    # the folder ("generated": unused)
+    weight: float = 1.0               # share of the pairs (relative to the other sources)
+    max_rotation_deg: float = -1.0    # random relative rotation of the search crop; < 0: photos 180,
+                                      # other kinds data.max_rotation_deg
+    min_side: float = 20.0            # frame filter: smallest target side in stored pixels
+    max_relative: float = 0.5         # frame filter: largest target side / image side
+
+    def __post_init__(self):
+        if self.kind not in SOURCE_KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(SOURCE_KINDS)}, got {self.kind!r}")
+        if not isinstance(self.path, str) or (self.kind != "generated" and not self.path):
+            raise ConfigError(f"a {self.kind} source needs a path (a folder)")
+        for name in ("weight", "max_rotation_deg", "min_side", "max_relative"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            setattr(self, name, float(value))
+        if self.weight <= 0 or self.min_side < 1 or not 0 < self.max_relative <= 1 or self.max_rotation_deg > 180:
+            raise ConfigError("need weight > 0, min_side >= 1, 0 < max_relative <= 1 and max_rotation_deg <= 180")
+
+
 @dataclass
 class DataConfig:
-    """Where the training pairs come from (the [data] section of a config)."""
+    """Where the training pairs come from (the [data] section of a config).
+
+    Either one folder (``path``), or a weighted mix of ``sources`` ([[data.sources]] tables; then
+    ``path`` must stay "generated", its default). ``val_fraction`` > 0 holds that share of the
+    video sources' source videos out of training (``evaluation.datasets.split_by_source`` with
+    ``val_seed``): the validation split that ``tools/evaluate.py --holdout`` evaluates.
+    """
 
     path: str = "generated"           # "generated" = the embedded default dataset, else a folder
     layout: str = "auto"              # "auto", "got10k" or "otb"
     subset: str = ""                  # GOT-10k subset folder ("" = the folder itself, or train/val/test)
-    frame_range: int = 100            # max frame distance between template and search frame
+    frame_range: int = 100            # max distance between template and search frame (source frames)
     augment: bool = True
     max_rotation_deg: float = 0.0     # extra random in-plane rotation of search crops
+    sources: list = field(default_factory=list)   # [[data.sources]]: a weighted mix (SourceConfig)
+    val_fraction: float = 0.0         # share of the video sources' source videos held out for validation
+    val_seed: int = 0
 
     def __post_init__(self):
+        if not isinstance(self.sources, (list, tuple)):
+            raise ConfigError("data.sources must be a list of tables ([[data.sources]])")
+        self.sources = [s if isinstance(s, SourceConfig) else from_dict(SourceConfig, s, f"data.sources[{i}]")
+                        for i, s in enumerate(self.sources)]
+        if self.sources and self.path != "generated":
+            raise ConfigError("data.path and data.sources exclude each other: list the folder as a source")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
+                or not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        self.val_fraction = float(self.val_fraction)
+        if isinstance(self.val_seed, bool) or not isinstance(self.val_seed, int):
+            raise ConfigError(f"data.val_seed must be an integer, got {self.val_seed!r}")
         if not isinstance(self.path, str) or not self.path:
             raise ConfigError(f"data.path must be a folder or 'generated', got {self.path!r}")
         if self.layout not in ("auto", "got10k", "otb"):
@@ -224,24 +274,50 @@ class WarmupExponentialDecay:
 # ------------------------------------------------------------------------------------------------
 # data
 def load_pairs(config: RunConfig, workers: int = 1):
-    """The PairSampler of a run config: the embedded generated dataset or a GOT-10k/OTB folder."""
-    from evaluation.datasets import load_sequences
-    from training.pairs import PairSampler
-
+    """The pair dataset of a run config: one PairSampler (the embedded generated dataset or a
+    GOT-10k/OTB folder), or a MixedPairs of the config's [[data.sources]]."""
     data = config.data
-    if data.path == "generated":
+    sources = data.sources or [SourceConfig(kind="generated" if data.path == "generated" else "video",
+                                            path=data.path)]
+    samplers = [_source_pairs(config, source, k, workers) for k, source in enumerate(sources)]
+    if not data.sources:
+        return samplers[0]
+    from training.pairs import MixedPairs
+
+    return MixedPairs(samplers, [s.weight for s in sources], config.train.pairs_per_epoch, config.train.seed,
+                      names=[f"{s.kind}:{s.path}" if s.path else s.kind for s in sources])
+
+
+def _source_pairs(config: RunConfig, source: SourceConfig, index: int, workers: int):
+    from evaluation.datasets import load_sequences, split_by_source
+    from training.pairs import FrameFilter, PairSampler, PhotoPairSampler, load_photos
+
+    data, m = config.data, config.model
+    # the sources of a mix draw independently; a lone source keeps the run's own seed
+    seed = config.train.seed + 1000 * index
+    rotation = source.max_rotation_deg
+    if rotation < 0:                     # unset: photos turn any way, the rest as data.max_rotation_deg
+        rotation = 180.0 if source.kind == "photos" else data.max_rotation_deg
+    common = dict(exemplar_size=m.exemplar_size, instance_size=m.instance_size, context=m.context,
+                  augment=data.augment, max_rotation_deg=rotation, seed=seed)
+    if not data.sources:                 # the single-folder form keeps SiamFC's frame filter
+        rules = FrameFilter()
+    else:
+        rules = FrameFilter(min_side=source.min_side, max_relative=source.max_relative)
+    if source.kind == "photos":
+        return PhotoPairSampler(load_photos(Path(source.path).expanduser()), config.train.pairs_per_epoch,
+                                frame_filter=rules, **common)
+    if source.kind == "generated":
         from evaluation.synthetic import default_dataset
 
         root = default_dataset("train", workers=max(1, workers))
     else:
-        root = Path(data.path).expanduser()
+        root = Path(source.path).expanduser()
     sequences = load_sequences(root, layout=data.layout, subset=data.subset or None)
-    m = config.model
-    return PairSampler(
-        sequences, config.train.pairs_per_epoch, exemplar_size=m.exemplar_size,
-        instance_size=m.instance_size, context=m.context, frame_range=data.frame_range,
-        augment=data.augment, max_rotation_deg=data.max_rotation_deg, seed=config.train.seed,
-    )
+    if source.kind == "video" and data.val_fraction > 0:
+        sequences, _ = split_by_source(sequences, data.val_fraction, data.val_seed)
+    return PairSampler(sequences, config.train.pairs_per_epoch, frame_range=data.frame_range,
+                       frame_filter=rules, **common)
 
 
 class _StepBatches(torch.utils.data.Sampler):
