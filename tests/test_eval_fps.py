@@ -127,3 +127,64 @@ def test_cli_times_an_untrained_model_from_a_training_config(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     entry = report["trackers"]["siamfc-plain@siamfc_plain"]
     assert entry["tracker"]["n"] == 2 and entry["backbone"]["input"] == [1, 3, 255, 255]
+
+
+class _CountingTracker(Tracker):
+    """Records the order in which the interleaved benchmark calls it."""
+
+    log: list = []
+
+    def __init__(self, label):
+        super().__init__(label, is_deterministic=True)
+        self.label = label
+
+    def init(self, image, box):
+        self.log.append((self.label, "init"))
+        self.box = np.asarray(box, float)
+
+    def update(self, image):
+        self.log.append((self.label, "update"))
+        return self.box
+
+
+def test_interleaved_runs_trackers_side_by_side_and_reports_the_machine(tmp_path, monkeypatch, capsys):
+    registry = types.ModuleType("tracker")
+    registry.build_tracker = lambda name, checkpoint=None, device=None: _CountingTracker(name)
+    monkeypatch.setitem(sys.modules, "tracker", registry)
+    _CountingTracker.log = []
+    root = str(_one_sequence(tmp_path / "data"))
+    frames = len(list((tmp_path / "data").rglob("*.jpg")))
+    assert bench.main(["--root", root, "--device", "cpu", "--interleaved", "--warmup", "0", "--threads", "1",
+                       "--trackers", "a", "b", "--reference", "b", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mode"] == "interleaved" and report["sequences"] == 1
+    for key in ("cpu", "cores", "load_average", "load_average_after", "torch", "torch_threads", "opencv",
+                "opencv_threads", "numpy", "python"):
+        assert key in report["machine"]
+    assert report["machine"]["torch_threads"] == 1
+    for label in ("a", "b"):
+        entry = report["trackers"][label]
+        assert entry["frames"] == frames and entry["update"]["n"] == frames - 1 and entry["total_s"] > 0
+    assert set(report["ratios"]) == {"a / b"}
+    # frame by frame, the order rotating: a b, b a, a b, ...
+    calls = [label for label, _ in _CountingTracker.log]
+    assert calls[:4] == ["a", "b", "b", "a"] and len(calls) == 2 * frames
+    assert bench.main(["--root", root, "--interleaved", "--trackers", "a", "--reference", "zz"]) == 2
+    assert "--reference" in capsys.readouterr().err
+    assert bench.main(["--interleaved", "--video", str(tmp_path / "none.mp4"), "--trackers", "a"]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+
+
+def test_keep_freed_memory_is_applied_once_and_can_be_turned_off(monkeypatch):
+    from tracker import runtime
+
+    monkeypatch.setattr(runtime, "_applied", None)
+    monkeypatch.setenv("IEN_KEEP_FREED_MEMORY", "0")
+    assert runtime.keep_freed_memory() is False
+    monkeypatch.setattr(runtime, "_applied", None)
+    monkeypatch.delenv("IEN_KEEP_FREED_MEMORY")
+    first = runtime.keep_freed_memory()
+    import platform
+    if platform.libc_ver()[0] == "glibc":
+        assert first is True
+    assert runtime.keep_freed_memory() is first

@@ -57,6 +57,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="timed backbone passes (default 50)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--interleaved", action="store_true",
+                   help="end to end, side by side: every sequence of --root (or --video) tracked by all "
+                        "trackers at once, frame by frame in a rotating order, init and every update "
+                        "timed; FPS = frames / total tracker time, ratios to --reference")
+    p.add_argument("--video", type=Path, default=None, help="--interleaved: a video file instead of --root")
+    p.add_argument("--init-box", default=None, metavar="X,Y,W,H", help="--video: the target's first box")
+    p.add_argument("--reference", default=None, metavar="LABEL",
+                   help="--interleaved: report every tracker's FPS ratio to this one (e.g. cv2-mil)")
     args = p.parse_args(argv)
     args.skip_unavailable = args.trackers is None
     if args.trackers is None:
@@ -229,6 +237,9 @@ def run(args: argparse.Namespace) -> dict:
         if args.threads < 1:
             raise BenchmarkError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
+        import cv2
+
+        cv2.setNumThreads(args.threads)      # the crops and OpenCV's trackers: the same budget
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise BenchmarkError("--device cuda: no CUDA device is available")
@@ -250,6 +261,10 @@ def run(args: argparse.Namespace) -> dict:
                              "or NAME=CONFIG.toml")
     for label, reason in skipped.items():
         print(f"warning: skipping {label}: {reason}", file=sys.stderr)
+    if args.interleaved:
+        return run_interleaved(args, trackers)
+    if args.video is not None:
+        raise BenchmarkError("--video needs --interleaved")
     frames, init_box, source = _benchmark_frames(args.root)
 
     results = {}
@@ -269,6 +284,137 @@ def run(args: argparse.Namespace) -> dict:
     return {"device": device, "torch_threads": torch.get_num_threads(), "sequence": source,
             "warmup": args.warmup, "frames": args.frames, "batch": 1,
             "trackers": results, "skipped": skipped, "ratios": fps_ratios(results)}
+
+
+def machine_info() -> dict:
+    """What the timing depends on: CPU, cores, load, threads and library versions."""
+    import os
+    import platform
+
+    import cv2
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": load, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "opencv": cv2.__version__,
+            "opencv_threads": cv2.getNumThreads(), "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _video_sequence(path: Path, init_box: str | None):
+    """(name, frames, first box) of a video file, frames as PIL RGB images."""
+    import cv2
+
+    if init_box is None:
+        raise BenchmarkError("--video needs --init-box X,Y,W,H")
+    try:
+        box = np.array([float(v) for v in init_box.split(",")], dtype=np.float64)
+    except ValueError:
+        box = np.zeros(0)
+    if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= 0 or box[3] <= 0:
+        raise BenchmarkError(f"--init-box {init_box!r} must be four numbers X,Y,W,H with W, H > 0")
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while capture.isOpened():
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+    capture.release()
+    if len(frames) < 2:
+        raise BenchmarkError(f"cannot read at least 2 frames from {path}")
+    return path.name, frames, box
+
+
+def time_interleaved(trackers: dict, sequences, warmup: int) -> dict:
+    """End-to-end times of trackers run side by side: for each sequence every tracker is
+    initialised, then each frame (decoded once, not timed) goes to every tracker in an order that
+    rotates from frame to frame, so load changes hit all of them alike. ``warmup`` untimed updates
+    on the first sequence come first. Returns per tracker: frames, total seconds (init + updates),
+    FPS = frames / total, and the median / IQR of the update times."""
+    labels = list(trackers)
+    first = True
+    times = {label: [] for label in labels}
+    totals = {label: 0.0 for label in labels}
+    frames_done = 0
+    for _name, frames, box in sequences:
+        if first and warmup > 0:
+            for label in labels:
+                trackers[label].init(frames[0], box.copy())
+                for i in range(warmup):
+                    trackers[label].update(frames[1 + i % (len(frames) - 1)])
+        first = False
+        for t, frame in enumerate(frames):
+            order = labels[t % len(labels):] + labels[:t % len(labels)]
+            for label in order:
+                start = time.perf_counter()
+                if t == 0:
+                    trackers[label].init(frame, box.copy())
+                else:
+                    trackers[label].update(frame)
+                elapsed = time.perf_counter() - start
+                totals[label] += elapsed
+                if t > 0:
+                    times[label].append(elapsed)
+        frames_done += len(frames)
+    return {label: {"frames": frames_done, "total_s": totals[label],
+                    "fps": frames_done / totals[label] if totals[label] > 0 else None,
+                    "update": timing_stats(times[label])} for label in labels}
+
+
+def _interleaved_sequences(args):
+    if args.video is not None:
+        yield _video_sequence(args.video, args.init_box)
+        return
+    root = args.root
+    if root is None:
+        frames, box, source = _benchmark_frames(None)
+        yield source, frames, box
+        return
+    for seq in load_sequences(root):
+        frames = []
+        for path in seq.img_files:
+            with Image.open(path) as image:
+                frames.append(image.convert("RGB"))
+        yield seq.name, frames, np.asarray(seq.boxes[0], dtype=np.float64)
+
+
+def run_interleaved(args, trackers: dict) -> dict:
+    if args.reference is not None and args.reference not in trackers:
+        raise BenchmarkError(f"--reference {args.reference!r} is not one of the trackers: {', '.join(trackers)}")
+    sequences = list(_interleaved_sequences(args))
+    machine = machine_info()
+    results = time_interleaved({label: t for label, (_, t) in trackers.items()}, sequences, args.warmup)
+    machine["load_average_after"] = machine_info()["load_average"]
+    ratios = {}
+    if args.reference is not None:
+        ref = results[args.reference]["fps"]
+        ratios = {f"{label} / {args.reference}": (r["fps"] / ref if r["fps"] and ref else None)
+                  for label, r in results.items() if label != args.reference}
+    return {"mode": "interleaved", "machine": machine, "source": str(args.video or args.root or "generated"),
+            "sequences": len(sequences), "warmup": args.warmup, "trackers": results, "ratios": ratios}
+
+
+def format_interleaved(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"{m['cpu']}, {m['cores']} cores, load {m['load_average']} -> {m['load_average_after']}, "
+             f"torch {m['torch']} ({m['torch_threads']} threads), OpenCV {m['opencv']} "
+             f"({m['opencv_threads']} threads); {report['sequences']} sequences of {report['source']}, "
+             "interleaved, init and updates timed", "",
+             "| Tracker | FPS (end to end) | median update ms | IQR ms |", "|---|---:|---:|---:|"]
+    for label, r in report["trackers"].items():
+        lines.append(f"| {label} | {r['fps']:.1f} | {r['update']['median_ms']:.2f} | {r['update']['iqr_ms']:.2f} |")
+    for pair, ratio in report["ratios"].items():
+        lines.append(f"FPS ratio {pair}: {'–' if ratio is None else f'{ratio:.2f}'}")
+    return "\n".join(lines)
 
 
 def format_table(report: dict) -> str:
@@ -301,10 +447,13 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)     # e2cnn's torch deprecation noise
             report = run(args)
-    except (BenchmarkError, DatasetError, TrackerSpecError) as exc:
+    except (BenchmarkError, DatasetError, TrackerSpecError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_interleaved(report) if report.get("mode") == "interleaved" else format_table(report))
     return 0
 
 

@@ -301,7 +301,12 @@ def build(args):
     if args.threads is not None and args.threads < 1:
         raise TrackCLIError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads or default_threads())
-    options = {}
+    from evaluation.experiment import TrackerSpecError, parse_tracker_options
+
+    try:
+        options = parse_tracker_options(args.tracker_option)
+    except TrackerSpecError as exc:
+        raise TrackCLIError(str(exc)) from None
     if args.orientations is not None:
         if args.orientations < 0 or args.orientations == 1:
             raise TrackCLIError(f"--orientations must be 0 (off) or at least 2, got {args.orientations}")
@@ -383,6 +388,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--axis-box", choices=("ellipse", "polygon", "upright"), default=None,
                    help="box written for a rotated target: bounds of the ellipse inscribed in the rotated "
                         "box (default), of the rotated box itself, or the unrotated box")
+    p.add_argument("--tracker-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a tracking hyper-parameter (e.g. orientation_penalty=0.8, scale_penalty=0.98); "
+                        "repeatable; overrides those stored in the checkpoint")
     p.add_argument("--no-display", action="store_true", help="never open a window")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the cores not busy with other work)")

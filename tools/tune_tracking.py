@@ -7,10 +7,10 @@
         --write runs/real/siamfc_ien_tuned.pth
 
 Every combination of the --grid values is evaluated with tools/evaluate.py on the same sequences
-(results under --out, reused on a re-run like evaluate's); the one with the best success AUC
-(ties: the earlier combination) is printed, and with --write the checkpoint is copied with it
+(results under --out, reused on a re-run like evaluate's), with --also-rotating on their rotating
+twin too; the one with the best success AUC (mean over both; ties: the earlier combination) is printed, and with --write the checkpoint is copied with it
 stored as ``ckpt["tracking"]["upright"]`` (or ``["rotated"]`` for trackers that search rotated
-templates), which ``tracker.build_tracker`` applies unless the caller overrides an option. A
+templates: their combinations start from the checkpoint's upright choices), which ``tracker.build_tracker`` applies unless the caller overrides an option. A
 network's own response shape decides them, not SiamFC's defaults. The last stdout line is JSON.
 """
 from __future__ import annotations
@@ -38,6 +38,9 @@ def parse_args(argv=None):
     p.add_argument("--holdout-seed", type=int, default=0, help="the training config's data.val_seed")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="values to try for one tracking option; repeatable (all combinations are run)")
+    p.add_argument("--also-rotating", type=float, default=None, metavar="DEG_PER_FRAME",
+                   help="score each combination on the rotating twin of the sequences too (evaluate "
+                        "--rotating) and choose by the mean of both: upright and rotating targets alike")
     p.add_argument("--metric", default="success_auc", choices=["success_auc", "ao", "precision20"])
     p.add_argument("--out", type=Path, default=None, help="evaluation folder (default runs/tune/<checkpoint stem>)")
     p.add_argument("--write", type=Path, default=None, metavar="PATH",
@@ -90,35 +93,51 @@ def run(args) -> dict:
     key = _canonical(args.tracker)
     out = args.out or Path("runs") / "tune" / args.checkpoint.stem
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    rotated = key == "re-siamfc" or bool({**DEFAULT_OPTIONS.get(key, {}), **combos[0]}.get("orientations"))
+    # a rotated-template tracker starts from the network's upright choices (scale, window...)
+    base = {}
+    if rotated:
+        from backbones.checkpoints import load_checkpoint
+        from tracker import stored_tracking_options
+
+        base = {k: v for k, v in stored_tracking_options(load_checkpoint(args.checkpoint), False).items()
+                if k not in grid}
+    combos = [{**base, **combo} for combo in combos]
+    variants = [("static", [])]
+    if args.also_rotating is not None:
+        variants.append(("rotating", ["--rotating", str(args.also_rotating)]))
     rows = []
     for combo in combos:
-        argv = ["--root", str(args.root), "--trackers", f"{args.tracker}={args.checkpoint}",
-                "--out", str(out), "--no-plots"]
-        if args.holdout is not None:
-            argv += ["--holdout", str(args.holdout), "--holdout-seed", str(args.holdout_seed)]
-        if args.device:
-            argv += ["--device", args.device]
-        if args.no_progress:
-            argv.append("--no-progress")
-        for k, v in combo.items():
-            argv += ["--tracker-option", f"{k}={json.dumps(v)}"]
-        report_path = out / "report.json"
-        code = evaluate.main(argv)
-        if code != 0:
-            raise TuneError(f"evaluation with {combo} failed (exit {code})")
-        report = json.loads(report_path.read_text())
-        overall = next(iter(report["trackers"].values()))["overall"]
-        rows.append({"options": combo, args.metric: overall[args.metric],
-                     "success_auc": overall["success_auc"], "sequences": report["sequences"]})
-        print(json.dumps(rows[-1]), file=sys.stderr)
+        row = {"options": combo}
+        for variant, extra in variants:
+            argv = ["--root", str(args.root), "--trackers", f"{args.tracker}={args.checkpoint}",
+                    "--out", str(out / variant), "--no-plots", *extra]
+            if args.holdout is not None:
+                argv += ["--holdout", str(args.holdout), "--holdout-seed", str(args.holdout_seed)]
+            if args.device:
+                argv += ["--device", args.device]
+            if args.no_progress:
+                argv.append("--no-progress")
+            for k, v in combo.items():
+                argv += ["--tracker-option", f"{k}={json.dumps(v)}"]
+            code = evaluate.main(argv)
+            if code != 0:
+                raise TuneError(f"evaluation with {combo} failed (exit {code})")
+            report = json.loads((out / variant / "report.json").read_text())
+            overall = next(iter(report["trackers"].values()))["overall"]
+            row[variant] = {args.metric: overall[args.metric], "angle_error": overall.get("angle_error"),
+                            "sequences": report["sequences"]}
+        row[args.metric] = sum(row[v][args.metric] for v, _ in variants) / len(variants)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
     best = max(range(len(rows)), key=lambda i: (rows[i][args.metric], -i))
     chosen = rows[best]
-    rotated = key == "re-siamfc" or bool({**DEFAULT_OPTIONS.get(key, {}), **chosen["options"]}.get("orientations"))
     summary = {"tracker": args.tracker, "checkpoint": str(args.checkpoint), "metric": args.metric,
                "chosen": chosen["options"], "score": chosen[args.metric], "table": "rotated" if rotated else "upright",
                "tried": rows}
     if args.write is not None:
         record = {"root": str(args.root), "holdout": args.holdout, "holdout_seed": args.holdout_seed,
+                  "also_rotating": args.also_rotating,
                   "metric": args.metric, "score": chosen[args.metric], "tried": len(rows)}
         store_tracking_options(args.checkpoint, args.write, chosen["options"], rotated, record)
         summary["written"] = str(args.write)

@@ -83,7 +83,10 @@ def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None
     from backbones.checkpoints import CheckpointError
 
     from .models import model_from_checkpoint
+    from .runtime import keep_freed_memory
     from .siamfc import TrackerError
+
+    keep_freed_memory()          # per-frame buffers reused, not returned to the OS (tracker/runtime.py)
 
     key = _canonical(name)
     target, model_type, weights_file = TRACKERS[key]

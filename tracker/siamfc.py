@@ -156,6 +156,7 @@ class SiamFCParams:
     orientations: int = 0              # N > 0: estimate rotation with N rotated templates
     orientation_window: float = 0.0    # search orientations within ± this many degrees of the last (0: all)
     orientation_margin: float = 0.0    # a new orientation must beat the current one's peak by this (logits)
+    orientation_penalty: float = 1.0   # peak factor per template step away from the current orientation (1: none)
     axis_box: str = "ellipse"          # axis-aligned output box of a rotated target (orientation.axis_aligned_box)
 
     def __post_init__(self):
@@ -167,7 +168,7 @@ class SiamFCParams:
             raise ConfigError(f"scale_num must be odd (a centre scale), got {self.scale_num}")
         if not self.scale_step >= 1.0:
             raise ConfigError(f"scale_step must be >= 1, got {self.scale_step}")
-        for name in ("scale_lr", "scale_penalty", "window_influence"):
+        for name in ("scale_lr", "scale_penalty", "window_influence", "orientation_penalty"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.orientation_window >= 0:
@@ -245,8 +246,13 @@ class SiamFCTracker(SiameseTracker):
         # each scale's best orientation, chosen on the raw peaks (with no bank: the one template)
         peaks = candidates.reshape(s, len(allowed), -1).max(axis=2)      # (S, n)
         if self.params.orientation_margin and len(allowed) > 1:
-            # like the scale penalty: a change of orientation needs a clearly better match
+            # a change of orientation needs a clearly better match
             peaks = peaks - self.params.orientation_margin * (allowed != self.orientation_index)[None, :]
+        if self.params.orientation_penalty < 1.0 and len(allowed) > 1:
+            # like the scale penalty: peaks (shifted to start at 0) scaled by penalty ** steps turned
+            n = len(self.orientation_angles)
+            steps = np.abs((allowed - self.orientation_index + n // 2) % n - n // 2)
+            peaks = (peaks - peaks.min()) * self.params.orientation_penalty ** steps[None, :]
         keep = peaks.argmax(axis=1)
         maps = candidates[np.arange(s), keep]                            # (S, R, R)
         u = self.upscale_size

@@ -1,0 +1,108 @@
+"""tools/tune_tracking.py end to end on a tiny OTB folder with a tiny network: the grid is run, the
+best combination is stored in the written checkpoint, and build_tracker applies it (an explicit
+option still wins); the orientation penalty keeps an upright target's estimate where it is."""
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from backbones import to_dict
+from backbones.checkpoints import load_checkpoint, save_atomic
+from tracker import build_tracker, stored_tracking_options
+from tracker.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("_tool_tune", ROOT / "tools" / "tune_tracking.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tune")
+    torch.manual_seed(0)
+    model = build_model({"type": "siamfc", "backbone": {"name": "resnet22", "group": "R8", "width_mult": 0.0625}})
+    ckpt = tmp / "net.pth"
+    save_atomic({"config": {"model": to_dict(model.config), "train": {}}, "model": model.state_dict()}, ckpt)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        folder = tmp / "data" / name
+        (folder / "img").mkdir(parents=True)
+        boxes = []
+        for t in range(4):
+            img = rng.integers(60, 120, (72, 96, 3), dtype=np.uint8)
+            img[20 + t:40 + t, 30 + 2 * t:50 + 2 * t] = (220, 40, 40)
+            cv2.imwrite(str(folder / "img" / f"{t + 1:04d}.jpg"), img)
+            boxes.append([30 + 2 * t, 20 + t, 20, 20])
+        np.savetxt(folder / "groundtruth_rect.txt", boxes, fmt="%d", delimiter=",")
+    return tmp, ckpt
+
+
+def test_grid_is_run_and_the_choice_is_stored_and_applied(setup, capsys):
+    tmp, ckpt = setup
+    tool = _tool()
+    out = tmp / "tuned.pth"
+    code = tool.main(["--tracker", "siamfc", "--checkpoint", str(ckpt), "--root", str(tmp / "data"),
+                      "--grid", "scale_penalty=0.95,0.99", "--grid", "window_influence=0.2,0.4",
+                      "--out", str(tmp / "eval"), "--write", str(out), "--no-progress"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(summary["tried"]) == 4 and summary["table"] == "upright"
+    best = max(summary["tried"], key=lambda r: r["success_auc"])
+    assert summary["score"] == best["success_auc"]
+    stored = load_checkpoint(out)["tracking"]
+    assert stored["upright"] == summary["chosen"] and stored["chosen_on"]["upright"]["tried"] == 4
+    assert stored_tracking_options(load_checkpoint(out), rotated=True) == {}
+    tracker = build_tracker("siamfc", checkpoint=out, device="cpu")
+    assert tracker.params.scale_penalty == summary["chosen"]["scale_penalty"]
+    assert tracker.params.window_influence == summary["chosen"]["window_influence"]
+    explicit = build_tracker("siamfc", checkpoint=out, device="cpu", window_influence=0.33)
+    assert explicit.params.window_influence == 0.33
+    # the rotated table goes to the trackers that search rotated templates
+    code = tool.main(["--tracker", "siamfc-ien-rot", "--checkpoint", str(out), "--root", str(tmp / "data"),
+                      "--grid", "orientation_penalty=0.8", "--out", str(tmp / "eval-rot"), "--write", str(out),
+                      "--no-progress"])
+    assert code == 0
+    both = load_checkpoint(out)["tracking"]
+    assert both["rotated"] == {**summary["chosen"], "orientation_penalty": 0.8}     # upright choices kept
+    assert both["upright"] == summary["chosen"]
+    assert build_tracker("siamfc-ien-rot", checkpoint=out, device="cpu").params.orientation_penalty == 0.8
+    assert build_tracker("siamfc", checkpoint=out, device="cpu").params.orientation_penalty == 1.0
+
+
+def test_bad_grids_give_one_error(setup, capsys):
+    tmp, ckpt = setup
+    tool = _tool()
+    for grid in (["--grid", "scale_penalty"], ["--grid", "a=1", "--grid", "a=2"], []):
+        assert tool.main(["--tracker", "siamfc", "--checkpoint", str(ckpt), "--root", str(tmp / "data"), *grid]) == 2
+        assert capsys.readouterr().err.startswith("error:")
+    assert tool.main(["--tracker", "siamfc", "--checkpoint", str(tmp / "none.pth"), "--root", str(tmp / "data"),
+                      "--grid", "scale_lr=0.5"]) == 2
+
+
+def test_orientation_penalty_keeps_the_current_orientation_unless_clearly_beaten():
+    torch.manual_seed(0)
+    model = build_model({"type": "siamfc", "backbone": {"name": "resnet22", "group": "R8", "width_mult": 0.0625}})
+    trk = build_tracker("siamfc-ien-rot", model=model, device="cpu", orientation_window=0.0, orientation_penalty=0.5)
+    trk.orientation_index = 0
+    s, n, r = 3, 8, trk.score_size
+    responses = np.zeros((s, n, r, r), np.float32)
+    responses[:, 0, r // 2, r // 2] = 1.0         # the current orientation
+    responses[:, 2, r // 2, r // 2] = 1.5         # two steps away: 1.5 * 0.25 < 1
+    assert trk.locate_peak(responses, np.arange(n)).orientation_index == 0
+    responses[:, 1, r // 2, r // 2] = 2.5         # one step away: 2.5 * 0.5 > 1
+    assert trk.locate_peak(responses, np.arange(n)).orientation_index == 1
+    free = build_tracker("siamfc-ien-rot", model=model, device="cpu", orientation_window=0.0)
+    free.orientation_index = 0
+    assert free.locate_peak(responses, np.arange(n)).orientation_index == 1
+    responses[:, 1] = 0
+    assert free.locate_peak(responses, np.arange(n)).orientation_index == 2    # no prior: the best peak
