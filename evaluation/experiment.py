@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,17 +199,14 @@ class SequenceResult:
 
 
 def write_table_atomic(path: Path, values: np.ndarray, fmt: str, delimiter: str = ",") -> None:
-    """np.savetxt into a temporary file beside ``path``, then os.replace it into place."""
+    """np.savetxt's text, written atomically (``evaluation.atomic.write_bytes_atomic``)."""
+    import io
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            np.savetxt(f, values, fmt=fmt, delimiter=delimiter)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = io.StringIO()
+    np.savetxt(text, values, fmt=fmt, delimiter=delimiter)
+    write_text_atomic(path, text.getvalue())
 
 
 def _load_table(path: Path, columns: int) -> np.ndarray:

@@ -105,15 +105,24 @@ class FrameSource:
             for path in self.files:
                 yield bgr_to_rgb(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), f"frame {path}")
             return
-        index = 0
+        self.read, self.exhausted = 0, False
         while True:
             ok, frame = self.capture.read()
             if not ok:
-                if index == 0:
+                if self.read == 0:
                     raise TrackCLIError(f"cannot read any frame from {self.spec}")
+                self.exhausted = True
                 return
-            yield bgr_to_rgb(frame, f"frame {index} of {self.spec}")
-            index += 1
+            yield bgr_to_rgb(frame, f"frame {self.read} of {self.spec}")
+            self.read += 1
+
+    def short_read(self) -> str | None:
+        """A message when a video file ended before the frame count its header announced."""
+        read = getattr(self, "read", None)
+        if self.count is None or read is None or not self.exhausted or read >= self.count:
+            return None
+        return (f"the video {self.spec} ended after {read} of the {self.count} frames its header announces "
+                "(corrupt or truncated?)")
 
     def close(self) -> None:
         if self.capture is not None:
@@ -126,7 +135,10 @@ class AtomicVideoWriter:
     """cv2.VideoWriter (mp4v) writing to a temporary file that is renamed into place on close()."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        from evaluation.atomic import check_replaceable
+
         self.path = Path(path)
+        check_replaceable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix or ".mp4",
                                    dir=self.path.parent)
@@ -137,15 +149,35 @@ class AtomicVideoWriter:
             self.tmp.unlink(missing_ok=True)
             raise TrackCLIError(f"cannot write video {self.path} (try an .mp4 name)")
         self.size = size
+        self.frames = 0
 
     def write(self, frame_bgr: np.ndarray) -> None:
         if (frame_bgr.shape[1], frame_bgr.shape[0]) != self.size:
             frame_bgr = cv2.resize(frame_bgr, self.size)
         self.writer.write(frame_bgr)
+        self.frames += 1
 
     def close(self) -> None:
+        """Finish the file and rename it into place, once it is known to hold every frame.
+
+        cv2.VideoWriter reports no write error (a full disk gives an unplayable file), so the
+        file is opened again and its frame count checked; an incomplete file is removed and an
+        existing video at ``path`` stays as it was."""
+        from evaluation.atomic import user_file_mode
+
         self.writer.release()
-        os.replace(self.tmp, self.path)
+        try:
+            capture = quiet_capture(str(self.tmp))
+            written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if capture.isOpened() else 0
+            capture.release()
+            if written < self.frames:
+                raise TrackCLIError(f"cannot write video {self.path}: the file holds {written} of {self.frames} "
+                                    "frames (disk full, or over a file-size limit?); nothing was replaced")
+            os.chmod(self.tmp, user_file_mode())
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
         self.writer.release()
@@ -154,18 +186,12 @@ class AtomicVideoWriter:
 
 def write_boxes(path: Path, boxes: np.ndarray, angles=None) -> None:
     """One x,y,w,h row per frame, or x,y,w,h,angle (degrees, CCW) when the tracker estimates it."""
-    path = Path(path)
+    from evaluation.experiment import write_table_atomic
+
     rows = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if angles is not None:
         rows = np.concatenate([rows, np.asarray(angles, dtype=np.float64).reshape(-1, 1)], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            np.savetxt(f, rows, fmt="%.2f", delimiter=",")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_table_atomic(path, rows, "%.2f")
 
 
 def draw(frame_rgb: np.ndarray, box, polygon=None, label: str | None = None) -> np.ndarray:
@@ -344,6 +370,12 @@ def run_video(args) -> int:
     if args.output is not None:
         print(f"video written to {args.output}")
     print_speed(len(boxes), elapsed)
+    short = source.short_read()
+    if short is not None:
+        if not args.accept_short:
+            raise TrackCLIError(f"{short}: the outputs hold the {len(boxes)} frames read; pass --accept-short "
+                                "to accept such a video")
+        print(f"warning: {short}", file=sys.stderr)
     return 0
 
 
@@ -391,6 +423,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tracker-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a tracking hyper-parameter (e.g. orientation_penalty=0.8, scale_penalty=0.98); "
                         "repeatable; overrides those stored in the checkpoint")
+    p.add_argument("--accept-short", action="store_true",
+                   help="a video that ends before the frame count its header announces is a warning, "
+                        "not an error (exit 0)")
     p.add_argument("--no-display", action="store_true", help="never open a window")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the cores not busy with other work)")

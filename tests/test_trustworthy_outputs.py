@@ -1,0 +1,123 @@
+"""Outputs a user can trust (issue: results you can trust): atomic writers refuse special files
+and links and follow the umask; a video write that fails (a full disk, here a file-size limit)
+is an error and keeps the old file; a video that ends before its announced length is an error
+unless accepted. Everything runs on tiny files the tests write."""
+import os
+import resource
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from backbones import to_dict
+from backbones.checkpoints import save_atomic
+from evaluation.atomic import check_replaceable, write_text_atomic
+from evaluation.experiment import write_table_atomic
+from tracker.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_atomic_writers_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x\n")
+        write_table_atomic(tmp_path / "b.txt", np.zeros((2, 4)), "%.1f")
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+
+
+def test_atomic_writers_refuse_links_folders_and_special_files(tmp_path):
+    target = tmp_path / "real.txt"
+    target.write_text("keep\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (tmp_path / "folder").mkdir()
+    for path in (link, fifo, tmp_path / "folder"):
+        with pytest.raises(FileExistsError, match="refusing to replace"):
+            write_text_atomic(path, "new\n")
+        with pytest.raises(FileExistsError):
+            check_replaceable(path)
+    assert link.is_symlink() and target.read_text() == "keep\n" and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]       # no temp file left
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A tiny checkpoint and a 12-frame MJPG clip of a moving block."""
+    tmp = tmp_path_factory.mktemp("clip")
+    torch.manual_seed(0)
+    model = build_model({"type": "siamfc", "backbone": {"name": "resnet22", "group": "R8", "width_mult": 0.0625}})
+    ckpt = tmp / "siamfc.pth"
+    save_atomic({"config": {"model": to_dict(model.config), "train": {}}, "model": model.state_dict()}, ckpt)
+    rng = np.random.default_rng(0)
+    video = tmp / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96))
+    for t in range(12):
+        frame = rng.integers(60, 120, (96, 128, 3), dtype=np.uint8)
+        frame[20 + t:44 + t, 20 + 3 * t:44 + 3 * t] = (30, 200, 230)
+        writer.write(frame)
+    writer.release()
+    return ckpt, video
+
+
+def _track(args, limit=None):
+    def preexec():
+        if limit is not None:                 # a small disk: writes past `limit` bytes fail (EFBIG)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "track.py"), *map(str, args), "--no-display",
+                           "--threads", "1"], capture_output=True, text=True, preexec_fn=preexec, env=env,
+                          timeout=300)
+
+
+def test_a_failed_video_write_is_an_error_and_keeps_the_old_video(tmp_path, clip):
+    ckpt, video = clip
+    out = tmp_path / "out.mp4"
+    good = _track(["--video", video, "--init-box", "20,20,24,24", "--checkpoint", ckpt, "--output", out])
+    assert good.returncode == 0 and "warning" not in good.stderr, good.stderr     # the whole clip read
+    before = out.read_bytes()
+    assert len(before) > 4000
+    full = _track(["--video", video, "--init-box", "20,20,24,24", "--checkpoint", ckpt, "--output", out],
+                  limit=4000)
+    assert full.returncode == 2
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in full.stderr
+    assert out.read_bytes() == before                                        # the good video stays
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]      # no temp file left
+
+
+def test_a_video_that_ends_early_is_an_error_unless_accepted(tmp_path, clip):
+    ckpt, video = clip
+    data = bytearray(video.read_bytes())
+    n = len(data)
+    data[n // 3:n // 3 + n // 4] = bytes(n // 4)                             # corrupt the middle
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(bytes(data))
+    capture = cv2.VideoCapture(str(broken))
+    announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    readable = 0
+    while capture.read()[0]:
+        readable += 1
+    capture.release()
+    if not 0 < readable < announced:
+        pytest.skip(f"this OpenCV build reads {readable} of {announced} frames of the corrupted clip")
+    boxes = tmp_path / "boxes.txt"
+    result = _track(["--video", broken, "--init-box", "20,20,24,24", "--checkpoint", ckpt, "--boxes", boxes])
+    assert result.returncode == 2
+    assert f"ended after {readable} of the {announced} frames" in result.stderr
+    assert len(boxes.read_text().splitlines()) == readable
+    accepted = _track(["--video", broken, "--init-box", "20,20,24,24", "--checkpoint", ckpt, "--boxes", boxes,
+                       "--accept-short"])
+    assert accepted.returncode == 0 and "warning: the video" in accepted.stderr
