@@ -223,3 +223,14 @@ def test_script_exits_2_without_traceback_or_decoder_noise(tmp_path):
                            "--init-box", "1,1,4,4", "--no-display"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: cannot open video {garbage} (not a video OpenCV can decode)"]
+
+
+def test_overlay_label_is_white_on_a_filled_dark_box():
+    frame = np.full((80, 200, 3), 200, np.uint8)              # a light frame, where white text alone vanishes
+    out = track.draw(frame, [60, 30, 40, 30], None, "siamfc #3 score 0.91")
+    (w, h), base = cv2.getTextSize("siamfc #3 score 0.91", cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    region = out[2:10 + h + base, 2:10 + w].astype(int)
+    dark = (region.sum(axis=2) < 60).mean()
+    white = (region.min(axis=2) > 200).mean()
+    assert dark > 0.6 and white > 0.05                         # mostly background box, with text on it
+    assert (out[50, 150] == [200, 200, 200]).all()             # the rest of the frame untouched

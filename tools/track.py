@@ -203,8 +203,12 @@ def draw(frame_rgb: np.ndarray, box, polygon=None, label: str | None = None) -> 
         pts = np.round(np.asarray(polygon, dtype=np.float64).reshape(4, 2)).astype(np.int32)
         cv2.polylines(out, [pts], True, POLYGON_COLOR, 2)
     if label:
-        cv2.putText(out, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
-        cv2.putText(out, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        # white text on a filled dark box: readable on any frame (an outline drawn as a thicker
+        # second pass does not line up with the text in OpenCV 5's font rendering)
+        font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+        (w, h), base = cv2.getTextSize(label, font, scale, 1)
+        cv2.rectangle(out, (2, 2), (10 + w, 10 + h + base), (0, 0, 0), cv2.FILLED)
+        cv2.putText(out, label, (6, 6 + h), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 
