@@ -31,5 +31,5 @@ setup(
         "scikit-image",
     ],
     extras_require={"test": ["pytest"]},
-    package_data={"tracker": ["weights/*.pth"]},
+    package_data={"tracker": ["weights/*.pth", "weights/generated/*.pth"]},
 )

@@ -71,6 +71,15 @@ def test_bundled_configs_load_and_plain_twins_differ_only_in_beta():
     # the same training budget for all four
     budgets = {(c.train.epochs, c.train.pairs_per_epoch, c.train.batch_size) for c in (fc_ien, fc_plain, rpn_ien, rpn_plain)}
     assert len(budgets) == 1
+    # the real-footage twins: the same data mix, budget, seed and starting point kind; only beta
+    # and the generated-data weights each starts from differ
+    real_ien, real_plain = read_config(CONFIGS / "siamfc_ien_real.toml"), read_config(CONFIGS / "siamfc_plain_real.toml")
+    assert real_ien.model == real_plain.model == fc_ien.model and real_ien.data == real_plain.data
+    assert [s.kind for s in real_ien.data.sources] == ["video", "photos", "generated"]
+    assert real_ien.data.val_fraction > 0 and real_ien.train.beta > 0 and real_plain.train.beta == 0
+    a, b = real_ien.to_dict()["train"], real_plain.to_dict()["train"]
+    assert {k for k in a if a[k] != b[k]} == {"beta", "init_from"}
+    assert a["init_from"].endswith("generated/siamfc_ien.pth") and b["init_from"].endswith("generated/siamfc_plain.pth")
 
 
 def test_config_errors(tmp_path, data):
