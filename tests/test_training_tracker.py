@@ -80,6 +80,16 @@ def test_bundled_configs_load_and_plain_twins_differ_only_in_beta():
     a, b = real_ien.to_dict()["train"], real_plain.to_dict()["train"]
     assert {k for k in a if a[k] != b[k]} == {"beta", "init_from"}
     assert a["init_from"].endswith("generated/siamfc_ien.pth") and b["init_from"].endswith("generated/siamfc_plain.pth")
+    rpn_ien, rpn_plain = read_config(CONFIGS / "siamrpn_ien_real.toml"), read_config(CONFIGS / "siamrpn_plain_real.toml")
+    re_fc = read_config(CONFIGS / "re_siamfc_real.toml")
+    a, b = rpn_ien.to_dict()["train"], rpn_plain.to_dict()["train"]
+    assert {k for k in a if a[k] != b[k]} == {"beta", "init_from"} and rpn_ien.model == rpn_plain.model
+    for other in (rpn_ien, rpn_plain, re_fc):                 # one data mix and budget for every tracker
+        assert other.data == real_ien.data
+        assert (other.train.epochs, other.train.pairs_per_epoch, other.train.seed) == \
+            (real_ien.train.epochs, real_ien.train.pairs_per_epoch, real_ien.train.seed)
+    for config in (real_ien, real_plain, rpn_ien, rpn_plain, re_fc):
+        assert (ROOT / config.train.init_from).is_file()
 
 
 def test_config_errors(tmp_path, data):
