@@ -234,3 +234,21 @@ def test_overlay_label_is_white_on_a_filled_dark_box():
     white = (region.min(axis=2) > 200).mean()
     assert dark > 0.6 and white > 0.05                         # mostly background box, with text on it
     assert (out[50, 150] == [200, 200, 200]).all()             # the rest of the frame untouched
+
+
+def test_frame_folders_are_read_in_natural_order_and_patterns_through_opencv(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in (1, 2, 10, 11):                                   # a text sort gives 1, 10, 11, 2
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((8, 8, 3), i * 10, np.uint8))
+    source = track.FrameSource(str(folder))
+    assert [p.name for p in source.files] == ["1.png", "2.png", "10.png", "11.png"]
+    assert [int(frame[0, 0, 0]) for frame in source] == [10, 20, 100, 110]
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f_{i:03d}.png"), np.full((8, 8, 3), 50 + i, np.uint8))
+    pattern = track.FrameSource(str(tmp_path / "f_%03d.png"))
+    values = [int(frame[0, 0, 0]) for frame in pattern]
+    pattern.close()
+    assert values == [50, 51, 52]
+    with pytest.raises(track.TrackCLIError, match="cannot open"):
+        track.FrameSource(str(tmp_path / "none_%03d.png"))

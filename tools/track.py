@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -70,6 +71,12 @@ def quiet_capture(target) -> cv2.VideoCapture:
             logging.setLogLevel(old)
 
 
+def natural_key(path: Path) -> list:
+    """Sort key that orders the numbers in a name by value: frame2 < frame10."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+            for part in re.split(r"(\d+)", path.name)]
+
+
 class FrameSource:
     """Frames of a video file, an image folder or a camera, as RGB arrays; ``fps`` and ``count`` when known."""
 
@@ -81,7 +88,9 @@ class FrameSource:
         self.count = None
         path = Path(spec)
         if path.is_dir():
-            self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            # natural order: 2.jpg before 10.jpg (a plain text sort would track 1, 10, 11, 2, ...)
+            self.files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                                key=natural_key)
             if not self.files:
                 raise TrackCLIError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {spec}")
             self.count = len(self.files)
@@ -97,6 +106,15 @@ class FrameSource:
             self.capture = quiet_capture(int(spec))
             if not self.capture.isOpened():
                 raise TrackCLIError(f"cannot open camera {spec}")
+        elif "://" in spec or "%" in path.name or spec.startswith("/dev/"):
+            # a stream URL (rtsp://, http://...), a numbered file pattern (frame_%04d.jpg) or a
+            # capture device: all through OpenCV
+            self.capture = quiet_capture(spec)
+            if not self.capture.isOpened():
+                raise TrackCLIError(f"cannot open {spec} (a stream URL, a file pattern such as frame_%04d.jpg, "
+                                    "or a capture device that OpenCV can read)")
+            count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            self.count = count if count > 0 and "%" in path.name else None
         else:
             raise TrackCLIError(f"video not found: {spec} (give a video file, a folder of frames or a camera index)")
 
@@ -410,7 +428,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description="Track one object through a video, a folder of frames or a camera "
                                             "(no --video: the embedded demo).")
-    p.add_argument("--video", default=None, help="video file, folder of frames, or camera index (e.g. 0)")
+    p.add_argument("--video", default=None, help="video file, folder of frames (natural order), file pattern "
+                   "(frame_%%04d.jpg), stream URL (rtsp://...), capture device (/dev/video0) or camera index (0)")
     p.add_argument("--init-box", default=None, metavar="X,Y,W,H", help="the target's box in the first frame "
                    "(default: select it with the mouse)")
     p.add_argument("--tracker", default="siamfc", choices=tracker_names(), help="tracker (default siamfc)")
