@@ -252,3 +252,29 @@ def test_frame_folders_are_read_in_natural_order_and_patterns_through_opencv(tmp
     assert values == [50, 51, 52]
     with pytest.raises(track.TrackCLIError, match="cannot open"):
         track.FrameSource(str(tmp_path / "none_%03d.png"))
+
+
+def test_box_format_poly_rows_rebuild_the_drawn_rotated_box(tmp_path, capsys, checkpoint):
+    frames, _ = moving_frames()
+    video = tmp_path / "clip.avi"
+    write_video(video, frames)
+    rows = {}
+    for fmt in ("xywha", "poly", "xywh"):
+        out_boxes = tmp_path / f"{fmt}.txt"
+        code, out, err = call(capsys, "--video", video, "--init-box", "20,20,24,12", "--checkpoint", checkpoint,
+                              "--boxes", out_boxes, "--no-display", "--device", "cpu", "--orientations", "8",
+                              "--axis-box", "upright", "--box-format", fmt)
+        assert code == 0, err
+        rows[fmt] = np.loadtxt(out_boxes, delimiter=",")
+    assert rows["xywh"].shape == (N, 4) and rows["poly"].shape == (N, 8)
+    np.testing.assert_allclose(rows["xywh"], rows["xywha"][:, :4])
+    corners = rows["poly"].reshape(-1, 4, 2)
+    np.testing.assert_allclose(corners[0], [[20, 20], [44, 20], [44, 32], [20, 32]], atol=0.01)
+    box, angle = rows["xywha"][:, :4], rows["xywha"][:, 4]
+    np.testing.assert_allclose(corners.mean(axis=1), box[:, :2] + box[:, 2:] / 2, atol=0.02)
+    top, side = corners[:, 1] - corners[:, 0], corners[:, 3] - corners[:, 0]
+    rebuilt = np.degrees(np.arctan2(-top[:, 1], top[:, 0]))             # CCW on screen, y down
+    np.testing.assert_allclose((rebuilt - angle + 180) % 360 - 180, 0, atol=0.05)
+    # the rotated box has the tracked size (upright axis box = the unrotated box here)
+    np.testing.assert_allclose(np.linalg.norm(top, axis=1), box[:, 2], atol=0.02)
+    np.testing.assert_allclose(np.linalg.norm(side, axis=1), box[:, 3], atol=0.02)

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -202,14 +203,36 @@ class AtomicVideoWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_boxes(path: Path, boxes: np.ndarray, angles=None) -> None:
-    """One x,y,w,h row per frame, or x,y,w,h,angle (degrees, CCW) when the tracker estimates it."""
+BOX_FORMATS = ("xywh", "xywha", "poly")
+
+
+class Track(NamedTuple):
+    """What track_frames returns: per frame the box, the angle (None when the tracker does not
+    estimate it), the rotated box drawn (its corners; the box's own where there is no rotation),
+    and the seconds spent in the tracker."""
+
+    boxes: np.ndarray            # (N, 4) x, y, w, h
+    angles: np.ndarray | None    # (N,) degrees CCW, 0 at the first frame
+    polygons: np.ndarray         # (N, 8) x1, y1, ..., x4, y4
+    elapsed: float
+
+
+def write_boxes(path: Path, result: Track, box_format: str | None = None) -> None:
+    """One row per frame: ``xywh``; ``xywha`` (x,y,w,h,angle in degrees CCW); ``poly`` (the
+    corners x1,y1,...,x4,y4 of the rotated box drawn). Default: xywha when the tracker estimates
+    the rotation, else xywh."""
     from evaluation.experiment import write_table_atomic
 
-    rows = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if angles is not None:
-        rows = np.concatenate([rows, np.asarray(angles, dtype=np.float64).reshape(-1, 1)], axis=1)
-    write_table_atomic(path, rows, "%.2f")
+    if box_format is None:
+        box_format = "xywha" if result.angles is not None else "xywh"
+    if box_format == "poly":
+        rows = result.polygons
+    elif box_format == "xywha":
+        angles = result.angles if result.angles is not None else np.zeros(len(result.boxes))
+        rows = np.concatenate([result.boxes, angles.reshape(-1, 1)], axis=1)
+    else:
+        rows = result.boxes
+    write_table_atomic(path, np.asarray(rows, dtype=np.float64), "%.2f")
 
 
 def draw(frame_rgb: np.ndarray, box, polygon=None, label: str | None = None) -> np.ndarray:
@@ -260,8 +283,9 @@ def select_box(frame_rgb: np.ndarray) -> np.ndarray:
 
 def track_frames(tracker, frames, init_box, video_path=None, fps=25.0, total=None, show=False,
                  select=False, label_name=""):
-    """Run ``tracker`` over an iterable of RGB frames: (boxes (N,4), angles (N,) or None, seconds
-    spent in the tracker). Angles are the tracker's rotation estimates (0 at the first frame).
+    """Run ``tracker`` over an iterable of RGB frames: a :class:`Track` (boxes, angles or None,
+    the rotated boxes drawn, seconds spent in the tracker). Angles are the tracker's rotation
+    estimates (0 at the first frame).
 
     The first frame's box is ``init_box`` (or the mouse selection when ``select``). Frames with the
     box drawn go to ``video_path``; with ``show`` they are displayed (q or Esc stops).
@@ -270,7 +294,9 @@ def track_frames(tracker, frames, init_box, video_path=None, fps=25.0, total=Non
 
     from tracker.siamfc import TrackerError, check_init_box
 
-    boxes, angles, writer, elapsed = [], [], None, 0.0
+    from evaluation.metrics import box_to_polygon
+
+    boxes, angles, polygons, writer, elapsed = [], [], [], None, 0.0
     bar = tqdm(total=total, unit="frame", desc="tracking", file=sys.stderr, dynamic_ncols=True)
     try:
         for index, frame in enumerate(frames):
@@ -293,6 +319,8 @@ def track_frames(tracker, frames, init_box, video_path=None, fps=25.0, total=Non
                 polygon = getattr(tracker, "last_polygon", None)
             boxes.append(box)
             angles.append(getattr(tracker, "last_angle", None) if index else 0.0)
+            polygons.append(np.asarray(polygon, dtype=np.float64).reshape(8) if polygon is not None
+                            else box_to_polygon(np.asarray(box, dtype=np.float64).reshape(1, 4))[0])
             bar.update()
             if writer is not None or show:
                 score = getattr(tracker, "last_score", None)
@@ -316,7 +344,8 @@ def track_frames(tracker, frames, init_box, video_path=None, fps=25.0, total=Non
         if show:
             cv2.destroyAllWindows()
     has_angle = len(angles) > 1 and all(a is not None for a in angles)
-    return np.stack(boxes), (np.asarray(angles, dtype=np.float64) if has_angle else None), elapsed
+    return Track(np.stack(boxes), np.asarray(angles, dtype=np.float64) if has_angle else None,
+                 np.stack(polygons), elapsed)
 
 
 def print_speed(num_frames: int, elapsed: float) -> None:
@@ -381,21 +410,20 @@ def run_video(args) -> int:
     try:
         tracker = build(args)
         show = not args.no_display and display_available()
-        boxes, angles, elapsed = track_frames(tracker, source, init_box, args.output, source.fps or 25.0,
-                                              source.count, show=show, select=init_box is None,
-                                              label_name=tracker.name)
+        result = track_frames(tracker, source, init_box, args.output, source.fps or 25.0,
+                              source.count, show=show, select=init_box is None, label_name=tracker.name)
     finally:
         source.close()
     if args.boxes is not None:
-        write_boxes(args.boxes, boxes, angles)
+        write_boxes(args.boxes, result, args.box_format)
         print(f"boxes written to {args.boxes}")
     if args.output is not None:
         print(f"video written to {args.output}")
-    print_speed(len(boxes), elapsed)
+    print_speed(len(result.boxes), result.elapsed)
     short = source.short_read()
     if short is not None:
         if not args.accept_short:
-            raise TrackCLIError(f"{short}: the outputs hold the {len(boxes)} frames read; pass --accept-short "
+            raise TrackCLIError(f"{short}: the outputs hold the {len(result.boxes)} frames read; pass --accept-short "
                                 "to accept such a video")
         print(f"warning: {short}", file=sys.stderr)
     return 0
@@ -411,15 +439,15 @@ def run_demo(args) -> int:
     output = args.output if args.output is not None else DEMO_DIR / "track_demo.mp4"
     boxes_path = args.boxes if args.boxes is not None else output.with_name(output.stem + "_boxes.txt")
     show = not args.no_display and display_available()
-    boxes, angles, elapsed = track_frames(tracker, seq.frames, seq.boxes[0], output, 25.0, len(seq.frames),
-                                          show=show, label_name=tracker.name)
-    write_boxes(boxes_path, boxes, angles)
+    result = track_frames(tracker, seq.frames, seq.boxes[0], output, 25.0, len(seq.frames),
+                          show=show, label_name=tracker.name)
+    write_boxes(boxes_path, result, args.box_format)
     height, width = seq.frames[0].shape[:2]
-    mean_iou = float(np.mean(box_iou(boxes, seq.boxes, bound=(width, height))))
+    mean_iou = float(np.mean(box_iou(result.boxes, seq.boxes, bound=(width, height))))
     still = float(np.mean(box_iou(np.repeat(seq.boxes[:1], len(seq.boxes), 0), seq.boxes, bound=(width, height))))
     print(f"video written to {output}; boxes to {boxes_path}")
     print(f"mean IoU to the ground truth: {mean_iou:.3f} (a box that never moves: {still:.3f})")
-    print_speed(len(boxes), elapsed)
+    print_speed(len(result.boxes), result.elapsed)
     return 0
 
 
@@ -446,6 +474,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tracker-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a tracking hyper-parameter (e.g. orientation_penalty=0.8, scale_penalty=0.98); "
                         "repeatable; overrides those stored in the checkpoint")
+    p.add_argument("--box-format", choices=BOX_FORMATS, default=None,
+                   help="rows of --boxes: x,y,w,h; x,y,w,h,angle; or poly, the rotated box's corners "
+                        "x1,y1,...,x4,y4 (default: xywha when the tracker estimates the rotation, else xywh)")
     p.add_argument("--accept-short", action="store_true",
                    help="a video that ends before the frame count its header announces is a warning, "
                         "not an error (exit 0)")
