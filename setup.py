@@ -10,7 +10,21 @@ setup(
         "training",
         "training.classification",
         "evaluation",
+        "ien_tools",
     ],
+    # the command-line tools (tools/*.py, run as scripts in a checkout) also install as a package
+    # with console commands, so they work outside the checkout after `pip install .`
+    package_dir={"ien_tools": "tools"},
+    entry_points={"console_scripts": [
+        "ien-track = ien_tools.track:main",
+        "ien-train = ien_tools.train_tracker:main",
+        "ien-evaluate = ien_tools.evaluate:main",
+        "ien-tune = ien_tools.tune_tracking:main",
+        "ien-benchmark = ien_tools.benchmark_fps:main",
+        "ien-equivariance = ien_tools.equivariance:main",
+        "ien-make-rotating = ien_tools.make_rotating:main",
+        "ien-generate = ien_tools.generate_sequences:main",
+    ]},
     python_requires=">=3.11",
     # Loose bounds here so a GPU user keeps the CUDA torch they already have; the exact CPU pins
     # live in constraints-cpu.txt and the known-good set in requirements.txt.
