@@ -77,8 +77,12 @@ def backbone_from_checkpoint(path: str | Path, map_location="cpu"):
 
 
 def load_weights(module: torch.nn.Module, state: dict, what: str) -> None:
-    """load_state_dict that names the first mismatching key in a CheckpointError."""
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    """load_state_dict that names the first mismatching key (or shape) in a CheckpointError."""
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:          # same names, other shapes: torch lists every one
+        first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+        raise CheckpointError(f"{what} do not match its config ({first})") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{what} do not match its config "

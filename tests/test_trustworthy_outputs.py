@@ -121,3 +121,19 @@ def test_a_video_that_ends_early_is_an_error_unless_accepted(tmp_path, clip):
     accepted = _track(["--video", broken, "--init-box", "20,20,24,24", "--checkpoint", ckpt, "--boxes", boxes,
                        "--accept-short"])
     assert accepted.returncode == 0 and "warning: the video" in accepted.stderr
+
+
+def test_weights_of_another_shape_than_the_config_give_one_clear_error(tmp_path, clip):
+    from tracker import build_tracker
+
+    ckpt, video = clip
+    torch.manual_seed(0)
+    small = build_model({"type": "siamfc", "backbone": {"name": "resnet22", "group": "R8", "width_mult": 0.0625}})
+    wide = build_model({"type": "siamfc", "backbone": {"name": "resnet22", "group": "R8", "width_mult": 0.125}})
+    bad = tmp_path / "bad.pth"                   # the small config with the wide network's weights
+    save_atomic({"config": {"model": to_dict(small.config), "train": {}}, "model": wide.state_dict()}, bad)
+    with pytest.raises(ValueError, match="do not match its config.*size mismatch"):
+        build_tracker("siamfc", checkpoint=bad, device="cpu")
+    result = _track(["--video", video, "--init-box", "20,20,24,24", "--checkpoint", bad])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [ln for ln in result.stderr.splitlines() if ln.startswith("error:")][0].count("size mismatch") == 1
