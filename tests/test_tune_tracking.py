@@ -55,7 +55,9 @@ def test_grid_is_run_and_the_choice_is_stored_and_applied(setup, capsys):
                       "--grid", "scale_penalty=0.95,0.99", "--grid", "window_influence=0.2,0.4",
                       "--out", str(tmp / "eval"), "--write", str(out), "--no-progress"])
     assert code == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1                                    # stdout is the JSON summary alone
+    summary = json.loads(lines[0])
     assert len(summary["tried"]) == 4 and summary["table"] == "upright"
     best = max(summary["tried"], key=lambda r: r["success_auc"])
     assert summary["score"] == best["success_auc"]

@@ -16,6 +16,7 @@ network's own response shape decides them, not SiamFC's defaults. The last stdou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import sys
@@ -120,7 +121,8 @@ def run(args) -> dict:
                 argv.append("--no-progress")
             for k, v in combo.items():
                 argv += ["--tracker-option", f"{k}={json.dumps(v)}"]
-            code = evaluate.main(argv)
+            with contextlib.redirect_stdout(sys.stderr):      # evaluate's tables: stdout keeps the JSON
+                code = evaluate.main(argv)
             if code != 0:
                 raise TuneError(f"evaluation with {combo} failed (exit {code})")
             report = json.loads((out / variant / "report.json").read_text())
