@@ -196,11 +196,16 @@ def _benchmark_frames(root: Path | None) -> tuple[list, np.ndarray, str]:
         except ValueError as exc:
             raise BenchmarkError(f"generated dataset: {exc}") from None
     seq = load_sequences(root)[0]
+    return _rgb_frames(seq), seq.boxes[0], f"{root}/{seq.name}"
+
+
+def _rgb_frames(seq) -> list:
+    """A sequence's frames decoded once, as PIL RGB images (decoding is never timed)."""
     frames = []
     for path in seq.img_files:
         with Image.open(path) as image:
             frames.append(image.convert("RGB"))
-    return frames, seq.boxes[0], f"{root}/{seq.name}"
+    return frames
 
 
 def _build(name: str, path: Path | None, device: str):
@@ -380,11 +385,7 @@ def _interleaved_sequences(args):
         yield source, frames, box
         return
     for seq in load_sequences(root):
-        frames = []
-        for path in seq.img_files:
-            with Image.open(path) as image:
-                frames.append(image.convert("RGB"))
-        yield seq.name, frames, np.asarray(seq.boxes[0], dtype=np.float64)
+        yield seq.name, _rgb_frames(seq), np.asarray(seq.boxes[0], dtype=np.float64)
 
 
 def run_interleaved(args, trackers: dict) -> dict:

@@ -85,7 +85,7 @@ def store_tracking_options(checkpoint: Path, out: Path, options: dict, rotated: 
 
 
 def run(args) -> dict:
-    from tracker import DEFAULT_OPTIONS, _canonical
+    from tracker import _canonical, searches_rotated_templates
 
     evaluate = _load_evaluate()
     grid = parse_grid(args.grid)
@@ -94,7 +94,7 @@ def run(args) -> dict:
     key = _canonical(args.tracker)
     out = args.out or Path("runs") / "tune" / args.checkpoint.stem
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    rotated = key == "re-siamfc" or bool({**DEFAULT_OPTIONS.get(key, {}), **combos[0]}.get("orientations"))
+    rotated = searches_rotated_templates(key, combos[0])
     # a rotated-template tracker starts from the network's upright choices (scale, window...)
     base = {}
     if rotated:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["TRACKERS", "WEIGHTS_DIR", "build_tracker", "default_checkpoint", "tracker_names",
-           "stored_tracking_options"]
+           "stored_tracking_options", "searches_rotated_templates"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -66,6 +66,13 @@ def stored_tracking_options(ckpt: dict, rotated: bool) -> dict:
     return dict(table) if isinstance(table, dict) else {}
 
 
+def searches_rotated_templates(name: str, options: dict | None = None) -> bool:
+    """Whether tracker ``name`` with ``options`` searches rotated templates (RE-SiamNet always,
+    SiamFC with orientations > 0): it then takes a checkpoint's "rotated" tracking options."""
+    key = _canonical(name)
+    return key == "re-siamfc" or bool({**DEFAULT_OPTIONS.get(key, {}), **(options or {})}.get("orientations"))
+
+
 def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None, **options):
     """A got10k ``Tracker`` named ``name`` (see :data:`TRACKERS`).
 
@@ -111,8 +118,7 @@ def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None
         except (CheckpointError, ConfigError) as exc:
             raise TrackerError(str(exc)) from None
         source = str(path)
-        rotated = key == "re-siamfc" or bool({**DEFAULT_OPTIONS.get(key, {}), **options}.get("orientations"))
-        stored = stored_tracking_options(ckpt, rotated)
+        stored = stored_tracking_options(ckpt, searches_rotated_templates(key, options))
     found = getattr(getattr(model, "config", None), "type", None)
     if found != model_type:
         raise TrackerError(f"tracker {key} needs a {model_type} model, but {source} holds a {found} model")
