@@ -24,6 +24,7 @@ setup(
         "ien-equivariance = ien_tools.equivariance:main",
         "ien-make-rotating = ien_tools.make_rotating:main",
         "ien-generate = ien_tools.generate_sequences:main",
+        "ien-export = ien_tools.export:main",
     ]},
     python_requires=">=3.11",
     # Loose bounds here so a GPU user keeps the CUDA torch they already have; the exact CPU pins
@@ -43,7 +44,11 @@ setup(
         "tqdm",
         "scikit-learn",
         "scikit-image",
+        # the default inference backend (tracker/backends.py) and tools/export.py; onnx is what
+        # torch's ONNX exporter writes with
+        "onnxruntime>=1.17",
+        "onnx>=1.15",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "logs": ["tensorboard"]},   # logs: TensorBoard events of training
     package_data={"tracker": ["weights/*.pth", "weights/generated/*.pth"]},
 )

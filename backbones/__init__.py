@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from .cnn import VGG, Backbone, BackboneOutput, CNNBasic, ResNet18, ResNet22, layer_channels
+from .cnn import VGG, AuthorsCNNBasic, Backbone, BackboneOutput, CNNBasic, ResNet18, ResNet22, layer_channels
 from .config import ConfigError, from_dict, to_dict
 from .groups import GroupSpec, GroupSpecError, group_max_pool, parse_group
 from .ien import IENLoss, IENLossOutput, double_batch
@@ -12,6 +12,7 @@ from .transforms import BatchTransform, GroupElement, group_elements, sample_tra
 
 BACKBONES = {
     "cnnbasic": CNNBasic,
+    "authors-cnnbasic": AuthorsCNNBasic,
     "vgg": VGG,
     "resnet18": ResNet18,
     "resnet22": ResNet22,
@@ -61,7 +62,7 @@ def build_backbone(config: BackboneConfig | dict | str, **overrides) -> Backbone
 
 
 __all__ = [
-    "Backbone", "BackboneConfig", "BackboneOutput", "BatchTransform", "CNNBasic", "ConfigError",
+    "AuthorsCNNBasic", "Backbone", "BackboneConfig", "BackboneOutput", "BatchTransform", "CNNBasic", "ConfigError",
     "GroupElement", "GroupSpec", "GroupSpecError", "IENLoss", "IENLossOutput", "ResNet18",
     "ResNet22", "VGG", "build_backbone", "double_batch", "from_dict", "group_elements",
     "group_max_pool", "layer_channels", "parse_group", "sample_transform", "to_dict",

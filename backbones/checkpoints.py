@@ -7,7 +7,6 @@ backbone's parameters are the "backbone."-prefixed keys of "model".
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,21 +16,55 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, unreadable or not one of this toolkit's."""
 
 
+class _WriteErrorRecorder:
+    """A file wrapper that keeps the OSError of a failed write: torch.save turns it into a
+    RuntimeError ("unexpected pos 704 vs 598") that no longer says the disk was full."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def save_atomic(obj, path: str | Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
+    """torch.save into a temporary beside ``path``, fsync, then rename into place (and fsync the
+    folder): never a half-written checkpoint, an old one stays on a failed write (an OSError naming
+    ``path``). Shares evaluation.atomic's rules: a link or special file is never replaced, the file
+    follows the umask, and a killed run's temporary (``.<name>.<pid>.<random>.tmp``) is removed by
+    the next save."""
+    from evaluation.atomic import write_with_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+
+    def write(file) -> None:
+        recorder = _WriteErrorRecorder(file)
+        try:
+            torch.save(obj, recorder)
+        except RuntimeError:
+            if recorder.error is not None:
+                raise recorder.error from None
+            raise
+
+    write_with_atomic(path, write)
+    try:                                  # make the rename itself survive a power loss
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        os.fsync(folder)
+    except OSError:
+        pass                              # some filesystems cannot fsync a folder
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        os.close(folder)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

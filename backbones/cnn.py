@@ -60,6 +60,12 @@ class Backbone(nn.Module):
     total_stride: int
     canonical_size: int
 
+    def aligned_size(self, nominal: int) -> int:
+        """Smallest input size >= ``nominal`` congruent to ``canonical_size`` modulo ``total_stride``:
+        there every strided op samples a grid centred on the image, so 90° rotations of the input
+        rotate every feature map exactly (ResNet-18: odd sizes 8k+1, e.g. 65; VGG: multiples of 16)."""
+        return nominal + (self.canonical_size - nominal) % self.total_stride
+
     def channel_counts(self) -> list[int]:
         """Output channels of each conv layer, in order (for the parameter/channel tables)."""
         counts = []
@@ -94,6 +100,47 @@ class CNNBasic(Backbone):
         self.watched_names = [f"conv{i + 1}" for i in range(len(widths))]
         self.total_stride = 4
         self.canonical_size = 64
+
+    def forward(self, x: torch.Tensor) -> BackboneOutput:
+        watched = []
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            watched.append(x)
+            if i in (1, 3):
+                x = self.pool(x)
+        return BackboneOutput(x, watched)
+
+
+class AuthorsCNNBasic(Backbone):
+    """The IEN authors' Rot-MNIST network (transmuteAI/implicit-networks, ``CNNBasic``).
+
+    Six bias-free convolutions, BatchNorm and ELU: 7x7 (padding 1) then five 5x5 (padding 2, the last
+    unpadded), 2x2 max-pooling after the 2nd and 4th; R4 widths 128, 192, 256, 256, 384, 512 (the
+    heterogeneous R4-2-1 keeps the fields: 88, 132, ..., 352). At 28 px the maps are 24, 12, 6 and 2
+    px: every pooling tiles its input exactly (``canonical_size`` 28). Their classifier head and
+    Xavier init are options of the classification trainer (``head``, ``init``).
+    """
+
+    WIDTHS = (128, 192, 256, 256, 384, 512)
+    KERNELS = (7, 5, 5, 5, 5, 5)
+    PADDINGS = (1, 2, 2, 2, 2, 0)
+
+    def __init__(self, group="R4", width_mult: float = 1.0, in_channels: int = 3):
+        super().__init__()
+        self.spec = parse_group(group)
+        layers, cin = [], in_channels
+        for width, kernel, padding in zip(self.WIDTHS, self.KERNELS, self.PADDINGS):
+            cout = layer_channels(self.spec, width * width_mult, width * width_mult)
+            layers.append(nn.Sequential(
+                nn.Conv2d(cin, cout, kernel, 1, padding, bias=False), nn.BatchNorm2d(cout), nn.ELU(inplace=True)
+            ))
+            cin = cout
+        self.convs = nn.ModuleList(layers)
+        self.pool = nn.MaxPool2d(2)
+        self.out_channels = cin
+        self.watched_names = [f"conv{i + 1}" for i in range(len(layers))]
+        self.total_stride = 4
+        self.canonical_size = 28
 
     def forward(self, x: torch.Tensor) -> BackboneOutput:
         watched = []

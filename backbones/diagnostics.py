@@ -91,9 +91,6 @@ def equivariance_errors(
 
 def save_error_plot(result: dict, path: str | Path, title: str = "") -> None:
     """Error per layer, one line per group element (PNG, written atomically)."""
-    import os
-    import tempfile
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,8 +108,52 @@ def save_error_plot(result: dict, path: str | Path, title: str = "") -> None:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    from evaluation.atomic import write_with_atomic       # umask mode, no partial file, no link replaced
+
+    try:
+        write_with_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def comparison_figure(results: list[dict], title: str = ""):
+    """One line per network (its ``result["model"]`` in the legend): the error per watched layer,
+    averaged over that network's group elements, with the min–max over the elements shaded.
+
+    Layers are matched by position (the k-th watched layer of each network); a tick shows the
+    layer name, or the names joined by " / " where the networks name it differently. Returns a
+    ``matplotlib.figure.Figure`` (no pyplot state).
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    depth = max(len(r["layers"]) for r in results)
+    for result in results:
+        layers, elements = result["layers"], result["elements"]
+        per_layer = np.array([[max(result["errors"][ly][el], 1e-9) for el in elements] for ly in layers])
+        xs = np.arange(len(layers))
+        (line,) = ax.plot(xs, per_layer.mean(1), marker="o", label=str(result.get("model", "?")))
+        ax.fill_between(xs, per_layer.min(1), per_layer.max(1), color=line.get_color(), alpha=0.15, linewidth=0)
+    ticks = []
+    for k in range(depth):
+        names = list(dict.fromkeys(r["layers"][k] for r in results if k < len(r["layers"])))
+        ticks.append(" / ".join(names))
+    ax.set_xticks(range(depth), ticks, rotation=30)
+    ax.set_yscale("log")
+    ax.set_ylabel("relative equivariance error\n(mean over group elements)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save_comparison_plot(results: list[dict], path: str | Path, title: str = ""):
+    """:func:`comparison_figure` as a PNG, written atomically; returns the figure."""
+    from evaluation.atomic import write_with_atomic       # umask mode, no partial file, no link replaced
+
+    fig = comparison_figure(results, title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))
+    return fig

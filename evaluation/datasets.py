@@ -219,10 +219,16 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def detect_layout(root) -> str:
-    """Return "got10k" or "otb" for a dataset folder; DatasetError if neither fits."""
+    """Return "got10k", "otb" or a benchmark layout of ``evaluation.benchmarks`` ("lasot",
+    "uav123", "vot", "trackingnet") for a dataset folder; DatasetError if none fits."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder not found: {root}")
+    from .benchmarks import detect_benchmark_layout
+
+    benchmark = detect_benchmark_layout(root)
+    if benchmark is not None:
+        return benchmark
     if (root / "list.txt").is_file():
         return "got10k"
     if any((root / s).is_dir() and ((root / s / "list.txt").is_file()
@@ -357,22 +363,32 @@ def _select(candidates: list[str], names, folder: Path, skip_bad: bool) -> list[
 
 
 def load_sequences(root, layout: str = "auto", subset: str | None = None, names=None,
-                   skip_bad: bool = False) -> list[Sequence]:
+                   skip_bad: bool = False, frame_ranges=None) -> list[Sequence]:
     """Load the sequences of a local dataset folder.
 
     root: dataset folder; layout: "auto", "got10k" or "otb"; subset: GOT-10k subset
     ("val", "test", "train"; default: ``root`` itself if it is a subset folder, else val,
     test, train, whichever exists first); names: only these sequences (a two-target OTB name
     such as "Jogging" selects Jogging.1 and Jogging.2); skip_bad: skip a broken sequence with a
-    DatasetWarning instead of raising DatasetError.
+    DatasetWarning instead of raising DatasetError. The layouts "lasot", "uav123", "vot" and
+    "trackingnet" are read by ``evaluation.benchmarks.load_benchmark`` (its ``subset`` meanings;
+    ``frame_ranges``: UAV123's configSeqs.m).
     """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder not found: {root}")
     if layout == "auto":
         layout = detect_layout(root)
+    from .benchmarks import BENCHMARK_LAYOUTS, load_benchmark
+
+    if layout in BENCHMARK_LAYOUTS:
+        return load_benchmark(root, layout, subset=subset, names=names, skip_bad=skip_bad,
+                              frame_ranges=frame_ranges)
+    if frame_ranges is not None:
+        raise DatasetError("a frame-ranges file is only used with the UAV123 layout")
     if layout not in ("got10k", "otb"):
-        raise DatasetError(f"unknown dataset layout {layout!r} (use auto, got10k or otb)")
+        raise DatasetError(f"unknown dataset layout {layout!r} (use auto, got10k, otb, "
+                           f"{', '.join(BENCHMARK_LAYOUTS)})")
 
     sequences: list[Sequence] = []
     if layout == "got10k":

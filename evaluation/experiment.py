@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -35,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import write_text_atomic
-from .datasets import Sequence
+from .datasets import DatasetError, DatasetWarning, Sequence
 from .metrics import box_to_polygon
 
 __all__ = ["SequenceResult", "ResultStore", "track_sequence", "run_trackers",
@@ -89,11 +90,13 @@ def options_label(options: dict) -> str:
     return "[" + ",".join(f"{k}={v}" for k, v in sorted(options.items())) + "]" if options else ""
 
 
-def build_named_tracker(name: str, checkpoint=None, device: str | None = None, **options):
+def build_named_tracker(name: str, checkpoint=None, device: str | None = None, backend: str | None = None,
+                        **options):
     """'identity' -> IdentityTracker; 'cv2-mil' (...) -> an OpenCV baseline
     (``evaluation.opencv_baselines``); any other name through ``tracker.build_tracker``
     (imported lazily, so evaluation works before/without the tracker package), with
-    ``options`` as its tracking options."""
+    ``options`` as its tracking options and ``backend`` its inference backend (None: its
+    default; ignored by the baselines)."""
     if name == "identity":
         if checkpoint is not None:
             raise TrackerSpecError("the identity tracker takes no checkpoint")
@@ -113,6 +116,8 @@ def build_named_tracker(name: str, checkpoint=None, device: str | None = None, *
         raise TrackerSpecError(f"tracker.build_tracker is not available ({exc}); only "
                                "'identity' can be used") from None
     try:
+        if backend is not None:
+            options = {**options, "backend": backend}
         return build_tracker(name, checkpoint=None if checkpoint is None else str(checkpoint),
                              device=device, **options)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -141,10 +146,12 @@ def _file_sha256(path) -> str | None:
     return _SHA256[cache]
 
 
-def tracker_identity(name: str, checkpoint=None, options: dict | None = None) -> dict:
+def tracker_identity(name: str, checkpoint=None, options: dict | None = None, backend: str | None = None) -> dict:
     """What decides a tracker's output: its name, its weights (SHA-256 of the checkpoint's
-    content, by default of the bundled weights; the OpenCV version for the "cv2-" baselines) and
-    its tracking options. Not the device."""
+    content, by default of the bundled weights; the OpenCV version for the "cv2-" baselines),
+    its tracking options and its inference backend (tracker.backends: folded or exported networks
+    change boxes in the last bits). Not the device. The backend is left out of the key for the
+    model's own forward ("torch-unfused", or None), which is what results before backends used."""
     weights = None
     if name.startswith("cv2-"):
         try:
@@ -160,7 +167,10 @@ def tracker_identity(name: str, checkpoint=None, options: dict | None = None) ->
             except (ImportError, KeyError, ValueError):   # building this tracker fails later
                 pass
         weights = None if checkpoint is None else _file_sha256(checkpoint)
-    return {"name": name, "weights": weights, "options": dict(options or {})}
+    identity = {"name": name, "weights": weights, "options": dict(options or {})}
+    if backend not in (None, "torch-unfused") and name != "identity" and not name.startswith("cv2-"):
+        identity["backend"] = backend
+    return identity
 
 
 def sequence_identity(seq: Sequence, root=None) -> str:
@@ -284,11 +294,25 @@ class ResultStore:
         write_table_atomic(p["boxes"], result.boxes, "%.3f")   # last: marks completion
 
 
-def _open_rgb(path: str) -> Image.Image:
-    image = Image.open(path)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return image
+def _read_frames(seq: Sequence) -> Iterable[Image.Image]:
+    """The frames of ``seq`` as PIL RGB images (the got10k trackers' input), decoded by
+    :func:`tracker.frames.read_frame` (16-bit and float frames converted, truncated files refused);
+    DatasetError naming the sequence and the frame for an unreadable frame or one whose size
+    differs from the first frame's."""
+    from tracker.frames import FrameError, read_frame
+
+    first = None
+    for path in seq.img_files:
+        try:
+            frame = read_frame(path)
+        except FrameError as exc:
+            raise DatasetError(f"sequence {seq.name}: {exc}") from None
+        size = (frame.shape[1], frame.shape[0])
+        first = first or size
+        if size != first:
+            raise DatasetError(f"sequence {seq.name}: frame {path} is {size[0]}x{size[1]} but the first frame is "
+                               f"{first[0]}x{first[1]} (the boxes of a sequence share one image size)")
+        yield Image.fromarray(frame)
 
 
 def track_sequence(tracker, seq: Sequence) -> SequenceResult:
@@ -311,8 +335,7 @@ def track_sequence(tracker, seq: Sequence) -> SequenceResult:
     angles[0] = 0.0
     polygons[0] = box_to_polygon(init_box)[0]
     has_angle = has_polygon = False
-    for f, path in enumerate(seq.img_files):
-        image = _open_rgb(path)
+    for f, image in enumerate(_read_frames(seq)):
         start = time.perf_counter()
         if f == 0:
             tracker.init(image, init_box.copy())
@@ -335,12 +358,15 @@ def track_sequence(tracker, seq: Sequence) -> SequenceResult:
 def run_trackers(factories: dict[str, Callable[[], object]], sequences: list[Sequence],
                  store: ResultStore, overwrite: bool = False, progress: bool = True,
                  log: Callable[[str], None] | None = None,
-                 keys: dict[str, dict[str, dict]] | None = None) -> dict[str, dict[str, SequenceResult]]:
+                 keys: dict[str, dict[str, dict]] | None = None,
+                 skip_bad: bool = False) -> dict[str, dict[str, SequenceResult]]:
     """Run each tracker (built lazily by its factory, only if some sequence needs it) over
     the sequences; reuse complete results unless ``overwrite``. Returns label -> seq -> result.
 
     ``keys``: label -> sequence name -> :func:`result_key`; a result is then reused only when
-    its key file holds the same key, and written with it.
+    its key file holds the same key, and written with it. A sequence with an unreadable frame
+    (DatasetError) stops the run, or with ``skip_bad`` is left out of that tracker's results with
+    a DatasetWarning.
     """
     from tqdm import tqdm
 
@@ -370,6 +396,11 @@ def run_trackers(factories: dict[str, Callable[[], object]], sequences: list[Seq
                     bar.set_postfix_str(seq.name)
                 try:
                     result = track_sequence(tracker, seq)
+                except DatasetError as exc:    # a bad frame: not the tracker's fault
+                    if not skip_bad:
+                        raise
+                    warnings.warn(f"skipping sequence: {exc}", DatasetWarning, stacklevel=2)
+                    continue
                 except ValueError as exc:      # the trackers' input errors are ValueErrors
                     raise TrackingError(f"{label} on sequence {seq.name}: {exc}") from exc
                 store.write(label, seq.name, result, key_of.get(seq.name))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from got10k.trackers import Tracker
 
+from tracker.frames import check_frame_size, frame_size
+
 __all__ = ["IdentityTracker"]
 
 
@@ -17,11 +19,14 @@ class IdentityTracker(Tracker):
     def __init__(self, name: str = "identity"):
         super().__init__(name=name, is_deterministic=True)
         self.box = None
+        self.frame_size = None
 
     def init(self, image, box) -> None:
         self.box = np.asarray(box, dtype=np.float64).reshape(4).copy()
+        self.frame_size = frame_size(image)
 
     def update(self, image) -> np.ndarray:
         if self.box is None:
             raise RuntimeError("IdentityTracker.update() called before init()")
+        check_frame_size(self.frame_size, image)
         return self.box.copy()

@@ -151,13 +151,17 @@ def otb_curves(ious: np.ndarray, errors: np.ndarray, norm_errors: np.ndarray) ->
 def paired_difference(scores, baseline_scores, confidence: float = 0.95, resamples: int = 10_000,
                       seed: int = 0) -> dict:
     """Mean of per-sequence differences ``scores - baseline_scores`` with a paired bootstrap
-    confidence interval (sequences resampled with replacement, percentile interval).
+    confidence interval (``scipy.stats.bootstrap``, ``paired=True``: sequences resampled with
+    replacement, both trackers' scores of a sequence kept together; percentile interval).
 
     Per-sequence scores of trackers on the same sequences are strongly correlated; the paired
     interval says whether a difference of means is larger than the sequence-to-sequence noise.
-    Sequences where either score is NaN are left out. Returns mean, ci_low, ci_high,
-    wins / losses / ties (sequences where the tracker is better / worse / equal) and n.
+    Sequences where either score is NaN are left out; with fewer than two sequences left there
+    is no interval (NaN). Returns mean, ci_low, ci_high, wins / losses / ties (sequences where
+    the tracker is better / worse / equal) and n.
     """
+    from scipy.stats import bootstrap
+
     a = np.asarray(scores, dtype=np.float64).reshape(-1)
     b = np.asarray(baseline_scores, dtype=np.float64).reshape(-1)
     if a.shape != b.shape:
@@ -165,16 +169,24 @@ def paired_difference(scores, baseline_scores, confidence: float = 0.95, resampl
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     keep = np.isfinite(a) & np.isfinite(b)
-    d = a[keep] - b[keep]
+    a, b = a[keep], b[keep]
+    d = a - b
     n = int(d.size)
     out = {"n": n, "mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
            "wins": int(np.sum(d > 0)), "losses": int(np.sum(d < 0)), "ties": int(np.sum(d == 0)),
            "confidence": float(confidence)}
     if n == 0:
         return out
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, n, size=(int(resamples), n))].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    out.update(mean=float(d.mean()), ci_low=float(np.quantile(means, tail)),
-               ci_high=float(np.quantile(means, 1.0 - tail)))
+    out["mean"] = float(d.mean())
+    if n < 2:
+        return out
+
+    def mean_difference(x, y, axis=-1):
+        return np.mean(x - y, axis=axis)
+
+    result = bootstrap((a, b), mean_difference, paired=True, vectorized=True,
+                       n_resamples=int(resamples), confidence_level=confidence,
+                       method="percentile", rng=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    out.update(ci_low=float(interval.low), ci_high=float(interval.high))
     return out

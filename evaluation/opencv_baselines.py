@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 from got10k.trackers import Tracker
 
+from tracker.frames import check_frame_size
 from tracker.siamfc import TrackerError, as_rgb_frame, check_init_box
 
 __all__ = ["OPENCV_TRACKERS", "OpenCVTracker", "build_opencv_tracker"]
@@ -182,10 +183,7 @@ class OpenCVTracker(Tracker):
         if self._cv is None:
             raise TrackerError(f"{type(self).__name__}.update() called before init()")
         frame = as_rgb_frame(image)
-        size = (frame.shape[1], frame.shape[0])
-        if size != self.frame_size:
-            raise TrackerError(f"frame size changed from {self.frame_size[0]}x{self.frame_size[1]} at init "
-                               f"to {size[0]}x{size[1]}; call init() to start a new sequence")
+        check_frame_size(self.frame_size, frame)
         ok, rect = self._cv.update(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         rect = np.asarray(rect, dtype=np.float64).reshape(4)
         if ok and np.isfinite(rect).all() and rect[2] > 0 and rect[3] > 0:

@@ -8,6 +8,15 @@ Protocols:
           [0, 0.5]); curves are averaged over sequences (sequence-weighted), frame 0 included
           with the ground-truth box, as in the OTB toolkit.
   generated  both sets of columns.
+  uav123, trackingnet  the OTB scores (frames whose ground truth is NaN are not scored, as in
+          the got10k toolkit's UAV123 experiment).
+  lasot   the OTB scores as the official LaSOT toolkit computes them: frames where the target is
+          fully occluded or out of view (and frames without a valid box) are removed before
+          scoring but stay in each sequence's frame count (``eval_tracker.m`` divides by all
+          frames), so they count as misses.
+  vot     one-pass (no re-initialisation, no EAO) OTB scores where the overlap is the IoU of
+          the tracker's rotated box (its box without one) with the ground-truth polygon
+          (shapely); the centre errors use the polygon's bounds.
 Frames without a usable ground-truth box (NaN or non-positive size) are never scored.
 Rotated ground truth (polygon.txt / angle.txt), when present, adds polygon IoU (the tracker's
 polygon if it gave one, else its box, against the rotated ground-truth polygon) and the mean
@@ -30,13 +39,15 @@ from .atomic import write_bytes_atomic
 from .datasets import Sequence
 from .experiment import SequenceResult
 from .metrics import (GOT10K_IOU_THRESHOLDS, OTB_CE_THRESHOLDS, OTB_IOU_THRESHOLDS,
-                      OTB_NCE_THRESHOLDS, angle_errors, box_iou, center_errors, got10k_scores,
-                      normalized_center_errors, otb_curves, paired_difference, polygon_iou)
+                      OTB_NCE_THRESHOLDS, angle_errors, box_iou, box_to_polygon, center_errors,
+                      got10k_scores, normalized_center_errors, otb_curves, paired_difference,
+                      polygon_iou)
 
 __all__ = ["PROTOCOLS", "sequence_scores", "build_report", "write_report", "markdown_summary",
-           "compare_to_baseline", "markdown_comparison", "compare_pairs", "markdown_pairs"]
+           "compare_to_baseline", "markdown_comparison", "compare_pairs", "markdown_pairs",
+           "attribute_report", "markdown_attributes", "has_attributes"]
 
-PROTOCOLS = ("got10k", "otb", "generated")
+PROTOCOLS = ("got10k", "otb", "generated", "lasot", "uav123", "vot", "trackingnet")
 
 _COLUMNS = {  # key -> (header, format)
     "ao": ("AO", "{:.3f}"), "sr50": ("SR0.5", "{:.3f}"), "sr75": ("SR0.75", "{:.3f}"),
@@ -48,6 +59,8 @@ _PROTOCOL_COLUMNS = {
     "got10k": ["ao", "sr50", "sr75"],
     "otb": ["success_auc", "precision20", "norm_precision"],
     "generated": ["ao", "sr50", "sr75", "success_auc", "precision20", "norm_precision"],
+    **{name: ["success_auc", "precision20", "norm_precision"]
+       for name in ("lasot", "uav123", "vot", "trackingnet")},
 }
 
 
@@ -72,8 +85,11 @@ def _fps(times: np.ndarray) -> np.ndarray:
     return 1.0 / times
 
 
-def sequence_scores(seq: Sequence, result: SequenceResult) -> dict:
-    """Per-frame scores of one tracker on one sequence (arrays, for aggregation)."""
+def sequence_scores(seq: Sequence, result: SequenceResult, protocol: str | None = None) -> dict:
+    """Per-frame scores of one tracker on one sequence (arrays, for aggregation).
+
+    ``otb_frames`` holds the frame index of each entry of ``otb_ious`` / ``errors``; the
+    "lasot" and "vot" protocols change the OTB-style arrays (see the module docstring)."""
     if len(result.boxes) != len(seq):
         raise ValueError(f"sequence {seq.name}: {len(result.boxes)} result rows for "
                          f"{len(seq)} frames")
@@ -90,8 +106,21 @@ def sequence_scores(seq: Sequence, result: SequenceResult) -> dict:
     otb_ious = np.nan_to_num(box_iou(otb_pred[usable], gt[usable]), nan=0.0)
     errors = center_errors(otb_pred[usable], gt[usable])
     norm_errors = normalized_center_errors(otb_pred[usable], gt[usable])
+    otb_frames = np.flatnonzero(usable)
+    if protocol == "vot" and seq.polygons is not None:
+        region = result.polygons if result.polygons is not None else pred
+        region = np.array(region if region.shape[1] == 8 else box_to_polygon(region))
+        region[0] = seq.polygons[0]                  # frame 0 = ground truth, as above
+        otb_ious = np.nan_to_num(polygon_iou(region[usable], seq.polygons[usable]), nan=0.0)
+    if protocol == "lasot":
+        # official toolkit: absent / invalid frames are dropped, the count stays all frames
+        n = len(seq)
+        full_ious, full_err, full_norm = np.zeros(n), np.full(n, np.inf), np.full(n, np.inf)
+        full_ious[usable], full_err[usable], full_norm[usable] = otb_ious, errors, norm_errors
+        otb_ious, errors, norm_errors, otb_frames = full_ious, full_err, full_norm, np.arange(n)
     scores = {"length": len(seq), "got_ious": got_ious, "otb_ious": otb_ious,
-              "errors": errors, "norm_errors": norm_errors, "fps": _fps(result.times)}
+              "errors": errors, "norm_errors": norm_errors, "otb_frames": otb_frames,
+              "fps": _fps(result.times)}
     if seq.polygons is not None:
         region = result.polygons if result.polygons is not None else pred
         rows = later & np.isfinite(seq.polygons).all(axis=1)
@@ -144,7 +173,7 @@ def build_report(protocol: str, sequences: list[Sequence],
     for label, per_seq in results.items():
         seq_rows, curves, pooled = {}, [], {}
         for seq in sequences:
-            scores = sequence_scores(seq, per_seq[seq.name])
+            scores = sequence_scores(seq, per_seq[seq.name], protocol)
             seq_rows[seq.name] = _summarise(scores)
             if len(scores["otb_ious"]):
                 curves.append(otb_curves(scores["otb_ious"], scores["errors"],
@@ -183,6 +212,104 @@ def build_report(protocol: str, sequences: list[Sequence],
             overall["angle_error"] = _mean(np.concatenate(pooled["angle_errors"]))
         report["trackers"][label] = {"overall": overall, "sequences": seq_rows}
     return report
+
+
+def _sequence_attributes(seq: Sequence, attribute_map: dict | None) -> list[str]:
+    """Names of the per-sequence attributes a sequence has (flags set, plus ``attribute_map``)."""
+    names = [k for k, v in getattr(seq, "attributes", {}).items() if v]
+    if attribute_map is not None:
+        names += [a for a in attribute_map.get(seq.name, []) if a not in names]
+    return names
+
+
+def has_attributes(sequences: list[Sequence], attribute_map: dict | None = None) -> bool:
+    """Whether any sequence carries per-sequence attributes or per-frame tags."""
+    return any(getattr(s, "attributes", {}) or getattr(s, "frame_tags", {})
+               or (attribute_map and s.name in attribute_map) for s in sequences)
+
+
+def attribute_report(protocol: str, sequences: list[Sequence],
+                     results: dict[str, dict[str, SequenceResult]],
+                     attribute_map: dict | None = None) -> dict:
+    """Success AUC, precision at 20 px and normalized precision per attribute.
+
+    Per-sequence attributes (UAV123's att/ files, or ``attribute_map`` {sequence: [names]}):
+    curves averaged over the sequences that have the attribute, as the OTB / UAV123 toolkits
+    do. Per-frame tags (VOT's *.tag files): frames pooled over all sequences, only the tagged
+    frames after the first (the first is the ground truth the tracker starts from).
+    Scored with the protocol's OTB-style overlap (polygon IoU for VOT). Returns
+    {"attributes": {name: {"kind", "sequences", "frames"}}, "trackers": {label: {name: scores}}}.
+    """
+    names: dict[str, dict] = {}
+    for seq in sequences:
+        for name in list(getattr(seq, "attributes", {})) + _sequence_attributes(seq, attribute_map):
+            names.setdefault(name, {"kind": "sequence", "sequences": 0, "frames": 0})
+        for name in getattr(seq, "frame_tags", {}):
+            names.setdefault(name, {"kind": "frame", "sequences": 0, "frames": 0})
+    for seq in sequences:
+        has = set(_sequence_attributes(seq, attribute_map))
+        for name, info in names.items():
+            if info["kind"] == "sequence" and name in has:
+                info["sequences"] += 1
+                info["frames"] += len(seq)
+            elif info["kind"] == "frame" and name in getattr(seq, "frame_tags", {}):
+                tagged = int(np.count_nonzero(seq.frame_tags[name][1:]))
+                info["sequences"] += tagged > 0
+                info["frames"] += tagged
+    trackers = {}
+    for label, per_seq in results.items():
+        curves, pooled = {}, {}
+        for seq in sequences:
+            scores = sequence_scores(seq, per_seq[seq.name], protocol)
+            has = set(_sequence_attributes(seq, attribute_map))
+            for name, info in names.items():
+                if info["kind"] == "sequence" and name in has and len(scores["otb_ious"]):
+                    curves.setdefault(name, []).append(
+                        otb_curves(scores["otb_ious"], scores["errors"], scores["norm_errors"]))
+                elif info["kind"] == "frame" and name in getattr(seq, "frame_tags", {}):
+                    frames = scores["otb_frames"]
+                    rows = seq.frame_tags[name][frames] & (frames > 0)
+                    bucket = pooled.setdefault(name, ([], [], []))
+                    for store, key in zip(bucket, ("otb_ious", "errors", "norm_errors")):
+                        store.append(scores[key][rows])
+        rows = {}
+        for name, info in names.items():
+            nan = float("nan")
+            row = {"success_auc": nan, "precision20": nan, "norm_precision": nan}
+            if info["kind"] == "sequence" and curves.get(name):
+                succ = np.mean([c["success_curve"] for c in curves[name]], axis=0)
+                prec = np.mean([c["precision_curve"] for c in curves[name]], axis=0)
+                norm = np.mean([c["norm_precision_curve"] for c in curves[name]], axis=0)
+                row = {"success_auc": float(np.mean(succ)), "precision20": float(prec[20]),
+                       "norm_precision": float(np.mean(norm))}
+            elif info["kind"] == "frame" and name in pooled:
+                ious, errors, norm_errors = (np.concatenate(v) for v in pooled[name])
+                if ious.size:
+                    curve = otb_curves(ious, errors, norm_errors)
+                    row = {k: curve[k] for k in row}
+            rows[name] = row
+        trackers[label] = rows
+    return {"attributes": names, "trackers": trackers}
+
+
+def markdown_attributes(report: dict) -> str:
+    """Per-attribute table: one row per attribute, success AUC and precision per tracker."""
+    table = report.get("attributes")
+    if not table or not table["attributes"]:
+        return ""
+    labels = list(table["trackers"])
+    lines = ["| Attribute | Kind | Sequences | Frames | "
+             + " | ".join(f"{lb} AUC | {lb} Prec@20px" for lb in labels) + " |",
+             "|---|---|---:|---:|" + "---:|---:|" * len(labels)]
+    for name, info in table["attributes"].items():
+        cells = []
+        for label in labels:
+            row = table["trackers"][label][name]
+            cells += [_fmt(row["success_auc"], "{:.3f}"), _fmt(row["precision20"], "{:.3f}")]
+        lines.append(f"| {name} | {'per frame' if info['kind'] == 'frame' else 'per sequence'} | "
+                     f"{info['sequences']} | {info['frames']} | " + " | ".join(cells) + " |")
+    return ("Per-attribute scores (per-sequence attributes: curves averaged over the sequences "
+            "with the attribute; per-frame tags: the tagged frames pooled):\n\n" + "\n".join(lines))
 
 
 def compare_to_baseline(report: dict, baseline: str, metrics=("success_auc", "ao")) -> dict:
@@ -297,6 +424,8 @@ def markdown_report(report: dict) -> str:
         parts += ["", "## Paired comparison", "", markdown_comparison(report)]
     if report.get("pairs"):
         parts += ["", "## Paired comparison of chosen pairs", "", markdown_pairs(report)]
+    if report.get("attributes"):
+        parts += ["", "## Per attribute", "", markdown_attributes(report)]
     for label, data in report["trackers"].items():
         parts += ["", f"## {label}: per sequence", "",
                   "| Sequence | Frames | " + " | ".join(_COLUMNS[c][0] for c in cols) + " |",

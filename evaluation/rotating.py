@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,14 +24,17 @@ import cv2
 import numpy as np
 import shapely
 
+from tracker.frames import FrameError, read_frame    # light: no torch
+
 from .atomic import replaced_directory, write_text_atomic
-from .datasets import DatasetError, Sequence, load_sequences
+from .datasets import DatasetError, DatasetWarning, Sequence, load_sequences
 from .metrics import box_to_polygon
 
 __all__ = ["make_rotating", "rotation_matrices", "rotate_polygons", "polygon_bounding_boxes",
            "cover_classes", "INFO_FILE"]
 
 INFO_FILE = "rotating_info.json"
+MAX_DEG_PER_FRAME = 360.0     # beyond a turn per frame the rate is meaningless (and 1e308 overflows the angles)
 _BORDERS = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
 
 
@@ -96,9 +100,10 @@ def cover_classes(ratios: np.ndarray) -> np.ndarray:
 
 
 def _frame_size(path: str) -> tuple[int, int]:
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DatasetError(f"cannot read image {path}")
+    try:
+        image = read_frame(path)
+    except FrameError as exc:
+        raise DatasetError(str(exc)) from None
     return image.shape[1], image.shape[0]
 
 
@@ -128,9 +133,10 @@ def _write_sequence(seq: Sequence, out_dir: Path, deg_per_frame: float, border: 
 
     def rotate_frame(t: int) -> None:
         src = seq.img_files[t]
-        image = cv2.imread(src, cv2.IMREAD_COLOR)
-        if image is None:
-            raise DatasetError(f"cannot read image {src}")
+        try:
+            image = read_frame(src)[:, :, ::-1]       # BGR, as cv2.imwrite takes it
+        except FrameError as exc:
+            raise DatasetError(f"sequence {seq.name}: {exc}") from None
         if image.shape[1] != width or image.shape[0] != height:
             raise DatasetError(f"{src}: frame size {image.shape[1]}x{image.shape[0]} differs "
                                f"from the sequence's first frame ({width}x{height})")
@@ -175,8 +181,9 @@ def make_rotating(src_root, dst_root, deg_per_frame: float, layout: str = "auto"
     if border not in _BORDERS:
         raise ValueError(f"unknown border mode {border!r} (use replicate or constant)")
     deg_per_frame = float(deg_per_frame)
-    if not np.isfinite(deg_per_frame):
-        raise ValueError("deg_per_frame must be a finite number")
+    if not np.isfinite(deg_per_frame) or abs(deg_per_frame) > MAX_DEG_PER_FRAME:
+        raise ValueError(f"deg_per_frame must be a finite number of degrees within ±{MAX_DEG_PER_FRAME:g}, "
+                         f"got {deg_per_frame:g}")
     if max_sequences is not None and max_sequences < 1:
         raise ValueError("max_sequences must be at least 1")
     src_root, dst_root = Path(src_root), Path(dst_root)
@@ -210,13 +217,25 @@ def make_rotating(src_root, dst_root, deg_per_frame: float, layout: str = "auto"
     if progress:
         from tqdm import tqdm
         iterator = tqdm(sequences, desc="rotating", unit="seq", dynamic_ncols=True)
+    written = []
     for seq in iterator:
         final = dst_root / seq.name
         if final.is_dir() and not overwrite:
+            written.append(seq)
             continue                 # renamed into place only when complete
-        with replaced_directory(final) as tmp:
-            source_dir = str(Path(seq.img_files[0]).parent.resolve())
-            _write_sequence(seq, tmp, deg_per_frame, border, source_dir, workers)
+        try:
+            with replaced_directory(final) as tmp:
+                source_dir = str(Path(seq.img_files[0]).parent.resolve())
+                _write_sequence(seq, tmp, deg_per_frame, border, source_dir, workers)
+        except DatasetError as exc:  # an unreadable or truncated frame
+            if not skip_bad:
+                raise
+            warnings.warn(f"skipping sequence: {exc}", DatasetWarning, stacklevel=2)
+            continue
+        written.append(seq)
+    if not written:
+        raise DatasetError(f"no sequence of {src_root} could be rotated (every one has a bad frame)")
+    sequences = written
 
     write_text_atomic(dst_root / "list.txt", "".join(f"{s.name}\n" for s in sequences))
     write_text_atomic(info_file, json.dumps(

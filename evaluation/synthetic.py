@@ -34,7 +34,6 @@ import json
 import math
 import os
 import shutil
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import replaced_directory, write_text_atomic
+from .atomic import replaced_directory, temp_path_beside, write_text_atomic
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -80,6 +79,15 @@ _DEFAULT_FRAME_SIZE = (320, 240)
 
 class GeneratorInputError(ValueError):
     """Bad generator input (unknown option, empty image folder, unreadable image ...)."""
+
+
+MAX_FRAME_SIDE = 4096
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise GeneratorInputError(f"the seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,19 @@ class GeneratorOptions:
                 raise GeneratorInputError(f"option {f.name} must be a non-negative number, got {v!r}")
             elif f.name.endswith("_prob") and v > 1:
                 raise GeneratorInputError(f"option {f.name} is a probability (0..1), got {v!r}")
+        # bounds that keep the target's sprite and the distractors inside a frame-sized budget
+        # (a huge object_size or aspect ratio would try to allocate terabytes)
+        if not (0 < opts.object_size[0] and opts.object_size[1] <= 1):
+            raise GeneratorInputError(f"option object_size is a fraction of the frame's short side, in (0, 1]: "
+                                      f"got {opts.object_size!r}")
+        if not (opts.aspect_ratio[0] >= 0.05 and opts.aspect_ratio[1] <= 20):
+            raise GeneratorInputError(f"option aspect_ratio (w/h) must lie in [0.05, 20], got {opts.aspect_ratio!r}")
+        if not (opts.scale_range[0] > 0 and opts.object_size[1] * opts.scale_range[1] <= 2):
+            raise GeneratorInputError(f"option scale_range must be positive and keep the target within twice the "
+                                      f"frame's short side (object_size high x scale_range high <= 2), got "
+                                      f"{opts.scale_range!r}")
+        if opts.num_distractors[1] > 50 or not all(float(x).is_integer() for x in opts.num_distractors):
+            raise GeneratorInputError(f"option num_distractors must be whole numbers up to 50, got {opts.num_distractors!r}")
         return opts
 
 
@@ -505,10 +526,12 @@ def _check_arguments(num_frames, frame_size, rotation_speed) -> tuple:
                                   f"{frame_size!r}, {rotation_speed!r}") from None
     if n < 1:
         raise GeneratorInputError(f"num_frames must be >= 1, got {num_frames}")
-    if width < 32 or height < 32:
-        raise GeneratorInputError(f"frame_size must be at least 32x32, got {tuple(frame_size)}")
-    if not 0 <= lo_speed <= hi_speed:
-        raise GeneratorInputError(f"rotation_speed must be (low, high) with 0 <= low <= high, got {tuple(rotation_speed)}")
+    if width < 32 or height < 32 or width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE:
+        raise GeneratorInputError(f"frame_size must be between 32x32 and {MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}, "
+                                  f"got {tuple(frame_size)}")
+    if not 0 <= lo_speed <= hi_speed <= 360:
+        raise GeneratorInputError(f"rotation_speed must be (low, high) degrees per frame with 0 <= low <= high <= 360, "
+                                  f"got {tuple(rotation_speed)}")
     return n, (width, height), (lo_speed, hi_speed)
 
 
@@ -524,6 +547,7 @@ def generate_sequence(seed: int, num_frames: int = 100, frame_size=(320, 240), r
     object image with an alpha channel is used with its own mask). options: see GeneratorOptions.
     """
     opts = GeneratorOptions.from_kwargs(options)
+    seed = _check_seed(seed)
     n, (width, height), (lo_speed, hi_speed) = _check_arguments(num_frames, frame_size, rotation_speed)
     object_pool = _ImagePool(object_dir, "object")
     background_pool = _ImagePool(background_dir, "background")
@@ -757,6 +781,7 @@ def generate_dataset(root, num_sequences: int, seed: int = 0, subset: str = "tra
     subset folder is an error unless ``overwrite``.
     """
     GeneratorOptions.from_kwargs(options)        # reject bad input before any work
+    seed = _check_seed(seed)
     _check_arguments(num_frames, frame_size, rotation_speed)
     for folder in (object_dir, background_dir):
         if folder is not None:
@@ -823,7 +848,7 @@ def _cached_dataset(root: Path, spec: dict, workers: int = 1) -> Path:
     if (subset_dir / "list.txt").is_file():
         return subset_dir
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = temp_path_beside(final, directory=True)        # a killed run's folder is removed next time
     try:
         generate_dataset(tmp, spec["num_sequences"], seed=spec["seed"], subset=spec["subset"],
                          num_frames=spec["num_frames"], frame_size=tuple(spec["frame_size"]),

@@ -150,6 +150,8 @@ def test_study_writes_table_plot_and_json(tmp_path):
         ('[[runs]]\nname = "a"\nbackbone = {name = "e2-cnnbasic", group = "R4R"}\n', "R4R"),
         ("colour = 1\n", "unknown top-level key"),
         ("[[runs\n", "cannot parse"),
+        ('[[runs]]\nname = ".."\n', "must not start with '.'"),      # would escape --out
+        ('[[runs]]\nname = "a/b"\n', "may use only letters"),
     ],
 )
 def test_study_bad_files(tmp_path, capsys, content, message):

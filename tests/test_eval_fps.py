@@ -6,11 +6,16 @@ import sys
 import types
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from got10k.trackers import Tracker
 from PIL import Image
+
+import tracker.backends  # noqa: F401  (the tool imports these even where a test fakes the registry)
+import tracker.frames  # noqa: F401
+import tracker.runtime  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("_tool_benchmark_fps",
@@ -39,7 +44,7 @@ class _TinyTracker(Tracker):
 
     def update(self, image):
         self.updates += 1
-        crop = torch.from_numpy(np.asarray(image.resize((31, 31)), np.float32)).permute(2, 0, 1)
+        crop = torch.from_numpy(cv2.resize(np.asarray(image), (31, 31)).astype(np.float32)).permute(2, 0, 1)
         with torch.no_grad():
             self.model.backbone(crop[None])
         return self.box
@@ -57,9 +62,14 @@ def test_time_tracker_cycles_frames_and_counts_only_timed_updates():
     tracker = _TinyTracker(4)
     stats = bench.time_tracker(tracker, frames, [5, 5, 10, 10], warmup=3, count=7)
     assert tracker.updates == 10 and stats["n"] == 7 and stats["fps"] > 0
-    backbone = bench.time_backbone(tracker.model.backbone, 31, warmup=1, count=4)
-    assert backbone["n"] == 4 and backbone["input"] == [1, 3, 31, 31]
-    assert tracker.model.backbone.training is False
+    torch_threads = torch.get_num_threads()
+    tracker.model.backbone.train()
+    backbone = bench.time_backbone(tracker.model.backbone, 31, warmup=1, min_run_time=0.05)
+    assert backbone["timer"] == "torch.utils.benchmark.blocked_autorange"
+    assert backbone["n"] >= 1 and backbone["calls"] == backbone["n"] * backbone["calls_per_block"]
+    assert backbone["input"] == [1, 3, 31, 31] and backbone["fps"] > 0
+    assert tracker.model.backbone.training is True            # its mode restored
+    assert torch.get_num_threads() == torch_threads           # the Timer ran on the policy's threads
 
 
 def test_ratios_pair_ien_with_re_and_plain():
@@ -85,7 +95,7 @@ def test_cli_with_a_stand_in_registry(tmp_path, monkeypatch, capsys):
     widths = {"siamfc": 4, "re-siamfc": 8, "siamfc-plain": 2}
     registry = types.ModuleType("tracker")
 
-    def build_tracker(name, checkpoint=None, device=None):
+    def build_tracker(name, checkpoint=None, device=None, backend=None):
         if name not in widths:
             raise KeyError(f"unknown tracker {name!r}")
         return _TinyTracker(widths[name])
@@ -93,7 +103,7 @@ def test_cli_with_a_stand_in_registry(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tracker", registry)
     root = str(_one_sequence(tmp_path / "data"))
     args = ["--root", root, "--device", "cpu", "--warmup", "1", "--frames", "3",
-            "--backbone-iters", "2"]
+            "--backbone-time", "0.02"]
     assert bench.main(args + ["--trackers", "siamfc", "re-siamfc", "siamfc-plain",
                               "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -122,7 +132,7 @@ def test_cli_times_an_untrained_model_from_a_training_config(tmp_path, capsys):
         pytest.skip("configs/tracking/siamfc_plain.toml not present")
     root = str(_one_sequence(tmp_path / "data"))
     assert bench.main(["--root", root, "--device", "cpu", "--warmup", "0", "--frames", "2",
-                       "--backbone-iters", "1", "--json",
+                       "--backbone-time", "0.01", "--json",
                        "--trackers", f"siamfc-plain={config}"]) == 0
     report = json.loads(capsys.readouterr().out)
     entry = report["trackers"]["siamfc-plain@siamfc_plain"]
@@ -149,7 +159,7 @@ class _CountingTracker(Tracker):
 
 def test_interleaved_runs_trackers_side_by_side_and_reports_the_machine(tmp_path, monkeypatch, capsys):
     registry = types.ModuleType("tracker")
-    registry.build_tracker = lambda name, checkpoint=None, device=None: _CountingTracker(name)
+    registry.build_tracker = lambda name, checkpoint=None, device=None, backend=None: _CountingTracker(name)
     monkeypatch.setitem(sys.modules, "tracker", registry)
     _CountingTracker.log = []
     root = str(_one_sequence(tmp_path / "data"))
@@ -188,3 +198,100 @@ def test_keep_freed_memory_is_applied_once_and_can_be_turned_off(monkeypatch):
     if platform.libc_ver()[0] == "glibc":
         assert first is True
     assert runtime.keep_freed_memory() is first
+
+
+class _BackendTracker(_CountingTracker):
+    def __init__(self, label, backend):
+        super().__init__(label)
+        self.backend = backend
+
+
+def test_interleaved_json_records_backends_and_ien_re_ratios(tmp_path, monkeypatch, capsys):
+    registry = types.ModuleType("tracker")
+    built = []
+
+    def build_tracker(name, checkpoint=None, device=None, backend=None):
+        built.append(backend)
+        return _BackendTracker(name, backend)
+    registry.build_tracker = build_tracker
+    monkeypatch.setitem(sys.modules, "tracker", registry)
+    _CountingTracker.log = []
+    root = str(_one_sequence(tmp_path / "data"))
+    assert bench.main(["--root", root, "--device", "cpu", "--interleaved", "--warmup", "1", "--threads", "1",
+                       "--backend", "torch", "--trackers", "siamfc", "re-siamfc", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert built == ["torch", "torch"] and report["backend"] == "torch"
+    for label in ("siamfc", "re-siamfc"):
+        entry = report["trackers"][label]
+        assert entry["backend"] == "torch" and entry["name"] == label and entry["fps"] > 0
+    ratio = report["ratios"]["siamfc / re-siamfc"]
+    assert ratio == pytest.approx(report["trackers"]["siamfc"]["fps"] / report["trackers"]["re-siamfc"]["fps"])
+    assert report["machine"]["torch_threads"] == 1 and report["machine"]["opencv_threads"] == 1
+    assert "onnxruntime" in report["machine"]
+    with pytest.raises(SystemExit):             # argparse rejects an unknown backend (exit status 2)
+        bench.parse_args(["--backend", "tensorrt"])
+
+
+def test_equal_parameter_width_and_its_row_kind():
+    assert bench.tracker_kind(bench.EQUAL_PARAMS_LABEL) == ("siamfc", "re")
+
+    class _Params(torch.nn.Module):          # parameters ~ (64 * width rounded to 8)^2, like regular fields
+        def __init__(self, width):
+            super().__init__()
+            channels = 8 * max(1, round(64 * width / 8))
+            self.weight = torch.nn.Parameter(torch.zeros(channels, channels))
+
+    made = []
+
+    def make(width):
+        made.append(width)
+        return _Params(width)
+    width, model = bench.equal_parameter_width(48 * 48, make, start=0.25)
+    assert sum(p.numel() for p in model.parameters()) == 48 * 48 and width == pytest.approx(0.75, abs=0.02)
+    assert len(made) <= 4
+
+
+def _cut_jpeg(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])          # a truncated file: no end-of-image marker
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_truncated_or_corrupt_frames_are_one_error_line_naming_the_frame(tmp_path, monkeypatch, capsys,
+                                                                        interleaved):
+    registry = types.ModuleType("tracker")
+    registry.build_tracker = lambda name, checkpoint=None, device=None, backend=None: _TinyTracker(4)
+    monkeypatch.setitem(sys.modules, "tracker", registry)
+    root = _one_sequence(tmp_path / "data")
+    args = ["--root", str(root), "--device", "cpu", "--warmup", "0", "--frames", "2", "--backbone-time", "0.01",
+            "--trackers", "siamfc"] + (["--interleaved"] if interleaved else [])
+    assert bench.main(args + ["--json"]) == 0                           # intact frames decode
+    capsys.readouterr()
+    bad = root / "val" / "seq1" / "00000002.jpg"
+    _cut_jpeg(bad)
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and str(bad) in err[0] and "truncated" in err[0]
+    bad.write_bytes(b"not an image at all")
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and str(bad) in err[0]
+
+
+def test_frames_reach_the_trackers_as_rgb_arrays(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    class _Recording(_CountingTracker):
+        def update(self, image):
+            seen.append((type(image), getattr(image, "dtype", None), np.shape(image), tuple(image[0, 0])))
+            return super().update(image)
+    registry = types.ModuleType("tracker")
+    registry.build_tracker = lambda name, checkpoint=None, device=None, backend=None: _Recording(name)
+    monkeypatch.setitem(sys.modules, "tracker", registry)
+    root = str(_one_sequence(tmp_path / "data"))
+    assert bench.main(["--root", root, "--device", "cpu", "--interleaved", "--warmup", "0", "--threads", "1",
+                       "--trackers", "a", "--json"]) == 0
+    capsys.readouterr()
+    assert [s[:3] for s in seen] == [(np.ndarray, np.uint8, (30, 40, 3))] * 2
+    red, green, blue = seen[0][3]
+    assert abs(int(red) - 100) <= 3 and green <= 3 and blue <= 3      # RGB order (frame 2 is (100, 0, 0))

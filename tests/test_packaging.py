@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["ien-track", "ien-train", "ien-evaluate", "ien-tune", "ien-benchmark", "ien-equivariance",
-            "ien-make-rotating", "ien-generate"]
+            "ien-make-rotating", "ien-generate", "ien-export"]
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,8 @@ def test_retrained_bundled_weights_are_re_run(tmp_path, capsys, builds):
 def test_an_unchanged_re_run_reuses_without_building_the_tracker(tmp_path, capsys, builds):
     data, out = _got_val(tmp_path / "val", 20), tmp_path / "out"
     (tmp_path / "weights" / "siamfc_ien.pth").write_text("1")
-    args = ["--root", str(data), "--out", str(out), *QUIET, "--trackers", "siamfc", "identity"]
+    # an explicit backend: "auto" means ONNX Runtime on the CPU but torch on CUDA (tracker/backends.py)
+    args = ["--root", str(data), "--out", str(out), *QUIET, "--trackers", "siamfc", "identity", "--backend", "torch"]
     assert evaluate.main(args + ["--device", "cpu"]) == 0
     assert len(builds) == 1
     capsys.readouterr()
@@ -127,6 +128,7 @@ def test_an_unchanged_re_run_reuses_without_building_the_tracker(tmp_path, capsy
     assert "re-running" not in err and len(builds) == 1
     key = json.loads((out / "results" / "siamfc" / SEQ / f"{SEQ}_key.json").read_text())
     assert key["tracker"]["name"] == "siamfc" and len(key["tracker"]["weights"]) == 64
+    assert key["tracker"]["backend"] == "torch"
     assert key["variant"]["root"] == str(data.resolve())
     # results of the older version (no key file) are re-run; --overwrite re-runs everything
     (out / "results" / "siamfc" / SEQ / f"{SEQ}_key.json").unlink()

@@ -242,8 +242,8 @@ def test_bad_inputs_raise_tracker_errors(tmp_path, monkeypatch):
                      ([-20, 10, 10, 5], "outside"), ([1, 2, 3], "4 numbers"), ([np.nan, 1, 2, 3], "size")):
         with pytest.raises(TrackerError, match=msg):
             trk.init(frame, box)
-    with pytest.raises(TrackerError, match="dtype"):
-        trk.init(frame.astype(np.float32), [10, 10, 20, 20])
+    with pytest.raises(TrackerError, match="float32 pixels in"):     # out of [0, 255]: refused, never clipped
+        trk.init(frame.astype(np.float32) - 300, [10, 10, 20, 20])
     with pytest.raises(TrackerError, match="shape"):
         trk.init(np.zeros((4, 4, 2), np.uint8), [1, 1, 2, 2])
     with pytest.raises(TrackerError, match="unknown tracker"):

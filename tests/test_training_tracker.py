@@ -16,7 +16,7 @@ from backbones.checkpoints import load_checkpoint
 from evaluation.synthetic import generate_dataset
 from tools import train_tracker as tool
 from tracker.models import build_model
-from training.tracking import RunConfig, Trainer, WarmupExponentialDecay, export_weights, read_config
+from training.tracking import RunConfig, Trainer, build_lr_scheduler, export_weights, read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "tracking"
@@ -37,7 +37,7 @@ def tiny(data, model_type="siamfc", **train) -> RunConfig:
                                 "train": train, "data": {"path": str(data)}})
 
 
-def write_toml(path: Path, data: Path, extra: str = "") -> Path:
+def write_toml(path: Path, data: Path, extra: str = "", data_extra: str = "") -> Path:
     path.write_text(f"""
 [model]
 type = "siamfc"
@@ -53,6 +53,7 @@ num_workers = 0
 {extra}
 [data]
 path = "{data}"
+{data_extra}
 """)
     return path
 
@@ -108,14 +109,35 @@ def test_config_errors(tmp_path, data):
         read_config(tmp_path / "missing.toml")
 
 
-def test_schedule_warms_up_then_decays_exponentially():
-    f = WarmupExponentialDecay(total_steps=100, warmup_steps=10, start_factor=0.1, end_factor=1e-3)
-    assert f(0) == pytest.approx(0.1) and f(5) == pytest.approx(0.55) and f(10) == pytest.approx(1.0)
-    assert f(99) == pytest.approx(1e-3)
-    decay = [f(s) for s in range(10, 100)]
-    assert all(a > b for a, b in zip(decay, decay[1:]))
-    ratios = [b / a for a, b in zip(decay, decay[1:])]
-    assert max(ratios) == pytest.approx(min(ratios))          # constant ratio: exponential
+def former_schedule(step, total_steps, warmup_steps, start_factor, end_factor):
+    """The closed form of the hand-written LambdaLR factor that build_lr_scheduler replaced."""
+    if step < warmup_steps:
+        return start_factor + (1.0 - start_factor) * step / warmup_steps
+    span = max(1, total_steps - 1 - warmup_steps)
+    return end_factor ** min(1.0, (step - warmup_steps) / span)
+
+
+def _lrs(total, warmup, start, end, lr=0.01):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = build_lr_scheduler(opt, total, warmup, start, end)
+    out = []
+    for _ in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    return out, scheduler
+
+
+@pytest.mark.parametrize("total, warmup, start, end", [(100, 10, 0.1, 1e-3), (50, 0, 0.1, 1e-3), (7, 3, 1.0, 0.5),
+                                                       (2, 1, 0.1, 1e-3), (20_000, 500, 0.1, 1e-3)])
+def test_library_schedule_keeps_the_former_values(total, warmup, start, end):
+    lrs, scheduler = _lrs(total, warmup, start, end)
+    expected = [0.01 * former_schedule(s, total, warmup, start, end) for s in range(total)]
+    assert lrs == pytest.approx(expected, rel=1e-9)
+    assert type(scheduler).__name__ == ("SequentialLR" if warmup else "ExponentialLR")
+    if total == 100:
+        assert lrs[0] == pytest.approx(1e-3) and lrs[5] == pytest.approx(5.5e-3) and lrs[10] == pytest.approx(1e-2)
+        assert lrs[99] == pytest.approx(1e-5)
 
 
 def test_a_few_steps_lower_the_tracking_and_ien_losses(tmp_path, data):
@@ -296,8 +318,9 @@ def _free_port() -> int:
 
 
 def test_torchrun_two_processes_on_cpu(tmp_path, data):
-    """DistributedDataParallel (gloo) under torchrun: one summary, rank 0 writes the checkpoint."""
-    cfg = write_toml(tmp_path / "c.toml", data, 'seed = 3')
+    """DistributedDataParallel (gloo) under torchrun: one summary, rank 0 writes the checkpoint;
+    rank 0 validates and broadcasts, so all processes take one best.pth decision."""
+    cfg = write_toml(tmp_path / "c.toml", data, "seed = 3\nval_every = 1\nval_pairs = 2", "val_fraction = 0.34")
     out = tmp_path / "ddp"
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()),
@@ -313,6 +336,10 @@ def test_torchrun_two_processes_on_cpu(tmp_path, data):
     assert ckpt["history"]["epochs"][0]["pairs"] == 8
     # the model was wrapped as a whole: plain (non-"module.") keys that load into a fresh model
     build_model(ckpt["config"]["model"]).load_state_dict(ckpt["model"])
+    val_losses = [row["val_loss"] for row in ckpt["history"]["steps"]]
+    assert len(val_losses) == 2 and (out / "history.csv").read_text().count("\n") == 3
+    best = load_checkpoint(out / "best.pth")
+    assert best["world_size"] == 2 and best["best_val"]["val_loss"] == min(val_losses)
 
 
 def test_init_from_starts_at_the_checkpoint_weights(tmp_path, data):

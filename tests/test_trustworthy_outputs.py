@@ -137,3 +137,101 @@ def test_weights_of_another_shape_than_the_config_give_one_clear_error(tmp_path,
     result = _track(["--video", video, "--init-box", "20,20,24,24", "--checkpoint", bad])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert [ln for ln in result.stderr.splitlines() if ln.startswith("error:")][0].count("size mismatch") == 1
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (its temporaries count as stale)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _modes(folder: Path) -> dict:
+    return {p.name: stat.S_IMODE(p.lstat().st_mode) for p in folder.iterdir()}
+
+
+def test_checkpoints_follow_the_shared_atomic_rules(tmp_path):
+    """backbones.checkpoints.save_atomic: umask mode, the shared temp naming (a killed save's
+    temporary is removed by the next one), links refused, the checkpoint loads as before."""
+    ckpt = tmp_path / "checkpoint.pth"
+    stale = tmp_path / f".checkpoint.pth.{_dead_pid()}.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".checkpoint.pth.{os.getppid()}.wr1t1ng.tmp"          # a live process's: kept
+    live.write_bytes(b"being written")
+    state = {"config": {"backbone": {}}, "model": {"w": torch.arange(6.0)}, "epoch": 3}
+    old = os.umask(0o022)
+    try:
+        save_atomic(state, ckpt)
+    finally:
+        os.umask(old)
+    assert _modes(tmp_path) == {"checkpoint.pth": 0o644, live.name: stat.S_IMODE(live.stat().st_mode)}
+    loaded = torch.load(ckpt, weights_only=True)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["w"], state["model"]["w"])
+    link = tmp_path / "link.pth"
+    link.symlink_to(ckpt)
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        save_atomic(state, link)
+    assert link.is_symlink() and sorted(_modes(tmp_path)) == sorted(["checkpoint.pth", "link.pth", live.name])
+
+
+def test_a_failed_checkpoint_write_keeps_the_old_checkpoint(tmp_path):
+    """A full disk (a file-size limit) while saving: an OSError naming the file, not torch's
+    'unexpected pos' RuntimeError; the old checkpoint stays and no temporary is left."""
+    ckpt = tmp_path / "checkpoint.pth"
+    save_atomic({"config": {}, "model": {"w": torch.zeros(10)}}, ckpt)
+    before = ckpt.read_bytes()
+    script = ("import torch\nfrom backbones.checkpoints import save_atomic\n"
+              "try:\n    save_atomic({'config': {}, 'model': {'w': torch.zeros(100000)}}, %r)\n"
+              "except OSError as exc:\n    print('OSError', exc)\n" % str(ckpt))
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, preexec_fn=small_disk,
+                          cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OSError") and "nothing was replaced" in done.stdout and str(ckpt) in done.stdout
+    assert ckpt.read_bytes() == before and os.listdir(tmp_path) == ["checkpoint.pth"]
+
+
+def test_classification_outputs_follow_the_umask_and_refuse_links(tmp_path):
+    """training/classification: checkpoint.pth, metrics.json and the study's files are written by
+    evaluation.atomic's writers (0644 under umask 022, a killed run's temporaries cleaned)."""
+    from training.classification.datasets import load_dataset
+    from training.classification.engine import TrainConfig, train
+    from training.classification.study import save_plot, write_outputs
+    from backbones.config import from_dict
+
+    torch.set_num_threads(1)
+    cfg = from_dict(TrainConfig, {"train_limit": 16, "test_limit": 8, "eq_images": 2, "batch_size": 8, "epochs": 1,
+                                  "backbone": {"name": "cnnbasic", "group": "R4", "width_mult": 0.25,
+                                               "in_channels": 3}})
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = run / f".metrics.json.{_dead_pid()}.k1ll3d.tmp"
+    stale.write_text("{")
+    old = os.umask(0o022)
+    try:
+        train(cfg, run, data=load_dataset("rot-digits"), progress=False, log=lambda s: None)
+        rows = [{"run": name, "model": "cnnbasic", "group": "R4", "width": 0.25, "beta": 0.0, "epochs": 1,
+                 "params": 1000, "channels": 168, "accuracy": acc, "eq_error": err, "eq_error_last": err,
+                 "per_layer": {"conv1": err}, "train_seconds": 1.0}
+                for name, acc, err in (("a", 50.0, 0.1), ("b", 60.0, 0.01))]
+        study = tmp_path / "study"
+        study.mkdir()
+        (study / f".study.png.{_dead_pid()}.k1ll3d.tmp.png").write_bytes(b"\x89PNG")
+        save_plot("tiny", rows, study / "study.png")
+    finally:
+        os.umask(old)
+    assert _modes(run) == {"checkpoint.pth": 0o644, "metrics.json": 0o644}
+    assert _modes(study) == {"study.png": 0o644}
+    assert (study / "study.png").read_bytes().startswith(b"\x89PNG")
+    (study / "results.md").symlink_to(run / "metrics.json")
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        write_outputs("tiny", rows, study, "study.toml", "study.py")
+    (study / "results.md").unlink()
+    (study / "study.png").unlink()
+    (study / "study.png").symlink_to(run / "metrics.json")
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        save_plot("tiny", rows, study / "study.png")
+    assert (study / "study.png").is_symlink() and not [p for p in study.iterdir() if p.name.startswith(".")]

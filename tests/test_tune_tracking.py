@@ -79,6 +79,13 @@ def test_grid_is_run_and_the_choice_is_stored_and_applied(setup, capsys):
     assert both["upright"] == summary["chosen"]
     assert build_tracker("siamfc-ien-rot", checkpoint=out, device="cpu").params.orientation_penalty == 0.8
     assert build_tracker("siamfc", checkpoint=out, device="cpu").params.orientation_penalty == 1.0
+    # a second rotated grid on another option keeps the first grid's choice in the stored table
+    code = tool.main(["--tracker", "siamfc-ien-rot", "--checkpoint", str(out), "--root", str(tmp / "data"),
+                      "--grid", "orientation_margin=0.5", "--out", str(tmp / "eval-rot2"), "--write", str(out),
+                      "--no-progress"])
+    assert code == 0
+    rotated = load_checkpoint(out)["tracking"]["rotated"]
+    assert rotated == {**summary["chosen"], "orientation_penalty": 0.8, "orientation_margin": 0.5}
 
 
 def test_bad_grids_give_one_error(setup, capsys):

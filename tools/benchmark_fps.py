@@ -10,10 +10,20 @@ Each tracker is initialised on the first frame of a sequence (default: the first
 rotating test sequence), updated on ``--warmup`` frames that are not timed, then on
 ``--frames`` timed frames (the sequence is cycled if it is shorter). A frame's time is one
 ``update()`` call: crop, resize, normalisation, network and box decoding included; decoding
-the JPEG is not (frames are loaded beforehand). The backbone alone is timed on a
-(1, 3, S, S) search-size tensor, S = the model's instance size. Reported: median and
+the JPEG is not (frames are decoded beforehand, by :func:`tracker.frames.read_frame`: a truncated
+or corrupt frame is an error naming it). The backbone alone (through the tracker's inference
+backend: its feature extractor) is timed on a (1, 3, S, S) search-size tensor, S = the model's
+instance size, by ``torch.utils.benchmark.Timer.blocked_autorange`` for ``--backbone-time``
+seconds. Reported: median and
 interquartile range of the per-frame times, FPS = 1 / median, and the FPS ratios
 IEN / RE-SiamNet (e.g. siamfc / re-siamfc) and plain / IEN (siamfc-plain / siamfc).
+
+``--re-equal-params`` adds the row ``re-siamfc-eqparams``: an untrained e2cnn C8 ResNet-22
+RE-SiamNet as wide as needed to have the parameter count of the IEN SiamFC (``siamfc``), the
+paper's comparison; the bundled ``re-siamfc`` is the equal-width one. ``--threads`` follows the
+toolkit's thread policy (tracker.runtime.apply_thread_policy: torch, OpenCV and ONNX Runtime get
+the same count, by default the cores not busy); ``--backend`` picks the networks' inference
+backend (tracker/backends.py), recorded per tracker in the output.
 """
 from __future__ import annotations
 
@@ -27,13 +37,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from evaluation.datasets import DatasetError, load_sequences  # noqa: E402
 from evaluation.experiment import (TrackerSpecError, build_named_tracker,  # noqa: E402
                                    parse_tracker_spec)
 
 DEFAULT_TRACKERS = ["siamfc-plain", "siamfc", "re-siamfc", "siamrpn-plain", "siamrpn"]
+EQUAL_PARAMS_LABEL = "re-siamfc-eqparams"
+BACKEND_CHOICES = ["auto", "onnxruntime", "torch", "torch-unfused"]
 
 
 class BenchmarkError(ValueError):
@@ -53,9 +64,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="dataset folder whose first sequence is used (default: generated)")
     p.add_argument("--warmup", type=int, default=10, help="untimed frames first (default 10)")
     p.add_argument("--frames", type=int, default=100, help="timed frames (default 100)")
-    p.add_argument("--backbone-iters", type=int, default=50,
-                   help="timed backbone passes (default 50)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--backbone-time", type=float, default=2.0, metavar="SECONDS",
+                   help="time the backbone alone for at least this long (torch.utils.benchmark "
+                        "blocked_autorange; default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch, OpenCV and ONNX Runtime (default: the cores not busy)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="the networks' inference backend (tracker/backends.py; default auto: ONNX Runtime "
+                        "on the CPU where installed, else torch with BatchNorm folded)")
+    p.add_argument("--re-equal-params", action="store_true",
+                   help=f"add {EQUAL_PARAMS_LABEL}: an untrained e2cnn RE-SiamNet with the IEN SiamFC's "
+                        "parameter count (speed only)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--interleaved", action="store_true",
                    help="end to end, side by side: every sequence of --root (or --video) tracked by all "
@@ -96,6 +115,9 @@ def time_tracker(tracker, frames: list, init_box, warmup: int, count: int,
     if len(frames) < 2:
         raise BenchmarkError("the benchmark sequence needs at least 2 frames")
     tracker.init(frames[0], np.asarray(init_box, dtype=np.float64))
+    # A hand-written loop, not torch.utils.benchmark.Timer: update() is stateful (each call moves
+    # the target), so every call must see the next frame, once, in order; a library timer repeats
+    # one statement as often as it likes.
     times = []
     for i in range(warmup + count):
         image = frames[1 + i % (len(frames) - 1)]
@@ -123,9 +145,14 @@ def _search_size(tracker, model) -> int:
     return 255
 
 
-def time_backbone(backbone, size: int, warmup: int, count: int) -> dict:
-    """Forward time of ``backbone`` alone on a (1, 3, size, size) input, batch 1."""
+def time_backbone(backbone, size: int, warmup: int, min_run_time: float, forward=None) -> dict:
+    """Forward time of ``backbone`` alone on a (1, 3, size, size) input, batch 1, measured by
+    ``torch.utils.benchmark.Timer.blocked_autorange`` (blocks of calls for at least
+    ``min_run_time`` seconds, on torch's current thread count, CUDA synchronised) after
+    ``warmup`` untimed calls; ``forward`` (e.g. a tracker's backend feature extractor) is what
+    runs instead of ``backbone`` if given. Statistics are over the blocks' per-call times."""
     import torch
+    from torch.utils.benchmark import Timer
 
     try:
         param = next(backbone.parameters())
@@ -133,21 +160,27 @@ def time_backbone(backbone, size: int, warmup: int, count: int) -> dict:
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
     x = torch.rand(1, 3, size, size, device=device, dtype=dtype) * 255.0
+    call = forward or backbone
+
+    @torch.inference_mode()
+    def run_once():
+        call(x)
+
     was_training = backbone.training
     backbone.eval()
-    times = []
     try:
-        with torch.inference_mode():
-            for i in range(warmup + count):
-                start = time.perf_counter()
-                backbone(x)
-                _sync(device)
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
+        timer = Timer(stmt="run_once()", globals={"run_once": run_once}, num_threads=torch.get_num_threads(),
+                      label="backbone", description=f"1x3x{size}x{size}")
+        if warmup > 0:
+            timer.timeit(warmup)
+        measurement = timer.blocked_autorange(min_run_time=min_run_time)
     finally:
         backbone.train(was_training)
-    stats = timing_stats(times)
-    stats["input"] = [1, 3, size, size]
+    stats = timing_stats(measurement.times)
+    stats.update({"input": [1, 3, size, size],
+                  "calls": int(measurement.number_per_run * len(measurement.times)),
+                  "calls_per_block": int(measurement.number_per_run),
+                  "timer": "torch.utils.benchmark.blocked_autorange"})
     return stats
 
 
@@ -155,6 +188,8 @@ def tracker_kind(name: str) -> tuple[str, str]:
     """(family, kind) of a tracker name: "re-siamfc" -> ("siamfc", "re"), "siamfc-plain" ->
     ("siamfc", "plain"), "siamfc" / "siamfc-ien" -> ("siamfc", "ien")."""
     name = name.lower()
+    if name == EQUAL_PARAMS_LABEL:
+        return "siamfc", "re"
     if name.startswith("re-"):
         return name[3:], "re"
     for suffix, kind in (("-plain", "plain"), ("-ien", "ien")):
@@ -200,19 +235,18 @@ def _benchmark_frames(root: Path | None) -> tuple[list, np.ndarray, str]:
 
 
 def _rgb_frames(seq) -> list:
-    """A sequence's frames decoded once, as PIL RGB images (decoding is never timed)."""
-    frames = []
-    for path in seq.img_files:
-        with Image.open(path) as image:
-            frames.append(image.convert("RGB"))
-    return frames
+    """A sequence's frames decoded once (never timed) by the toolkit's one decoder, as HxWx3 uint8
+    RGB arrays; a truncated or corrupt frame is a FrameError naming it."""
+    from tracker.frames import read_frame
+
+    return [read_frame(path) for path in seq.img_files]
 
 
-def _build(name: str, path: Path | None, device: str):
+def _build(name: str, path: Path | None, device: str, backend: str | None = None):
     """A tracker from its bundled weights, a checkpoint, or (``.toml``) an untrained model of
     the architecture a training config's [model] table describes: FPS needs no weights."""
     if path is None or path.suffix.lower() != ".toml":
-        return build_named_tracker(name, path, device)
+        return build_named_tracker(name, path, device, backend)
     import tomllib
 
     try:
@@ -228,26 +262,93 @@ def _build(name: str, path: Path | None, device: str):
         raise TrackerSpecError(f"tracker.build_tracker is not available ({exc})") from None
     try:
         model = build_model(model_table)
-        return build_tracker(name, model=model, device=device)
+        return build_tracker(name, model=model, device=device, **({"backend": backend} if backend else {}))
     except (KeyError, ValueError, RuntimeError) as exc:
         raise BenchmarkError(f"cannot build tracker {name!r} from {path}: {exc}") from None
+
+
+def _concrete_backend(backend: str, device: str) -> str:
+    """--backend resolved for weights loaded from files (also used for untrained .toml models)."""
+    from tracker.backends import BackendError, resolve_backend
+
+    try:
+        return resolve_backend(backend, device)
+    except BackendError as exc:
+        raise BenchmarkError(str(exc)) from None
+
+
+def _parameter_count(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def equal_parameter_width(target: int, make_model, start: float = 0.25, tries: int = 4) -> tuple[float, object]:
+    """(width_mult, model) of the ``make_model(width_mult)`` whose parameter count is closest to
+    ``target``: parameters grow about with the width squared, so each try rescales the width by
+    sqrt(target / count); channel counts are rounded to whole fields, so a few tries settle."""
+    width, best = start, None
+    for _ in range(tries):
+        model = make_model(width)
+        count = _parameter_count(model)
+        if best is None or abs(count - target) < abs(best[2] - target):
+            best = (width, model, count)
+        if count == target:
+            break
+        new_width = round(width * (target / count) ** 0.5, 4)
+        if new_width == width:
+            break
+        width = new_width
+    return best[0], best[1]
+
+
+def equal_parameter_re_siamfc(reference, device: str, backend: str | None):
+    """An untrained RE-SiamNet (e2cnn C8 ResNet-22 SiamFC, the bundled re-siamfc's config) widened
+    to the parameter count of ``reference``'s model (default: the bundled IEN SiamFC). Speed only:
+    its boxes mean nothing. The tracker gets ``equal_parameters`` = {width_mult, parameters,
+    reference_parameters}."""
+    try:
+        from tracker import build_tracker, default_checkpoint
+        from tracker.models import build_model, model_config_of, model_from_checkpoint
+    except ImportError as exc:
+        raise TrackerSpecError(f"tracker.build_tracker is not available ({exc})") from None
+    from backbones.checkpoints import load_checkpoint
+    from backbones.config import to_dict
+
+    ref_model = getattr(reference, "model", None)
+    if ref_model is None:
+        try:
+            ref_model, _ = model_from_checkpoint(default_checkpoint("siamfc"))
+        except (OSError, ValueError) as exc:
+            raise BenchmarkError(f"--re-equal-params needs the IEN SiamFC's weights: {exc}") from None
+    target = _parameter_count(ref_model)
+    try:
+        config = to_dict(model_config_of(load_checkpoint(default_checkpoint("re-siamfc")), "re-siamfc"))
+    except (OSError, ValueError) as exc:
+        raise BenchmarkError(f"--re-equal-params needs the bundled re-siamfc's config: {exc}") from None
+
+    def make_model(width: float):
+        return build_model({**config, "backbone": {**config["backbone"], "width_mult": width}})
+
+    width, model = equal_parameter_width(target, make_model, start=float(config["backbone"]["width_mult"]))
+    tracker = build_tracker("re-siamfc", model=model, device=device, **({"backend": backend} if backend else {}))
+    tracker.equal_parameters = {"width_mult": width, "parameters": _parameter_count(model),
+                                "reference_parameters": target}
+    return tracker
 
 
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    if args.frames < 1 or args.warmup < 0 or args.backbone_iters < 1:
-        raise BenchmarkError("need --frames >= 1, --warmup >= 0, --backbone-iters >= 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise BenchmarkError("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
-        import cv2
+    if args.frames < 1 or args.warmup < 0 or not args.backbone_time > 0:
+        raise BenchmarkError("need --frames >= 1, --warmup >= 0, --backbone-time > 0")
+    if args.threads is not None and args.threads < 1:
+        raise BenchmarkError("--threads must be at least 1")
+    from tracker.runtime import apply_thread_policy
 
-        cv2.setNumThreads(args.threads)      # the crops and OpenCV's trackers: the same budget
+    apply_thread_policy(args.threads)      # torch, the crops, OpenCV's trackers, ONNX Runtime: one budget
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise BenchmarkError("--device cuda: no CUDA device is available")
+    backend = _concrete_backend(args.backend, device)
     specs = [parse_tracker_spec(s) for s in args.trackers]
     labels = [label for label, _, _ in specs]
     if len(set(labels)) != len(labels):
@@ -255,11 +356,16 @@ def run(args: argparse.Namespace) -> dict:
     trackers, skipped = {}, {}
     for label, name, path in specs:
         try:
-            trackers[label] = (name, _build(name, path, device))
+            trackers[label] = (name, _build(name, path, device, backend))
         except (TrackerSpecError, BenchmarkError) as exc:
             if not args.skip_unavailable:
                 raise
             skipped[label] = str(exc)
+    if args.re_equal_params:
+        if EQUAL_PARAMS_LABEL in trackers:
+            raise BenchmarkError(f"a tracker is labelled {EQUAL_PARAMS_LABEL} already")
+        reference = next((t for _, (n, t) in trackers.items() if tracker_kind(n) == ("siamfc", "ien")), None)
+        trackers[EQUAL_PARAMS_LABEL] = ("re-siamfc", equal_parameter_re_siamfc(reference, device, backend))
     if not trackers:
         reasons = "; ".join(dict.fromkeys(skipped.values()))
         raise BenchmarkError(f"no tracker could be built ({reasons}); pass NAME=CHECKPOINT.pth "
@@ -280,13 +386,20 @@ def run(args: argparse.Namespace) -> dict:
         model = _model_of(tracker)
         backbone = getattr(model, "backbone", None) if model is not None else None
         if isinstance(backbone, torch.nn.Module):
+            # through the tracker's inference backend (its feature extractor) where it has one
             entry["backbone"] = time_backbone(backbone, _search_size(tracker, model),
-                                              max(3, args.warmup), args.backbone_iters)
-            entry["parameters"] = int(sum(p.numel() for p in backbone.parameters()))
+                                              max(3, args.warmup), args.backbone_time,
+                                              forward=getattr(tracker, "features", None))
+            # learnable parameters (RE-SiamNet: of its e2cnn backbone, not of the expanded export it runs)
+            entry["parameters"] = getattr(tracker, "backbone_parameters", None) or int(
+                sum(p.numel() for p in backbone.parameters()))
         else:
             entry["backbone"] = None
+        entry["backend"] = getattr(tracker, "backend", None)
+        if label == EQUAL_PARAMS_LABEL:
+            entry["equal_parameters"] = tracker.equal_parameters
         results[label] = entry
-    return {"device": device, "torch_threads": torch.get_num_threads(), "sequence": source,
+    return {"device": device, "torch_threads": torch.get_num_threads(), "backend": args.backend, "sequence": source,
             "warmup": args.warmup, "frames": args.frames, "batch": 1,
             "trackers": results, "skipped": skipped, "ratios": fps_ratios(results)}
 
@@ -309,13 +422,19 @@ def machine_info() -> dict:
         load = [round(v, 2) for v in os.getloadavg()]
     except OSError:
         load = None
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        onnxruntime = version("onnxruntime")
+    except PackageNotFoundError:
+        onnxruntime = None
     return {"cpu": cpu, "cores": os.cpu_count(), "load_average": load, "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "opencv": cv2.__version__,
-            "opencv_threads": cv2.getNumThreads(), "numpy": np.__version__, "python": platform.python_version()}
+            "opencv_threads": cv2.getNumThreads(), "onnxruntime": onnxruntime, "numpy": np.__version__,
+            "python": platform.python_version()}
 
 
 def _video_sequence(path: Path, init_box: str | None):
-    """(name, frames, first box) of a video file, frames as PIL RGB images."""
+    """(name, frames, first box) of a video file, frames as HxWx3 uint8 RGB arrays."""
     import cv2
 
     if init_box is None:
@@ -332,7 +451,7 @@ def _video_sequence(path: Path, init_box: str | None):
         ok, frame = capture.read()
         if not ok:
             break
-        frames.append(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
     capture.release()
     if len(frames) < 2:
         raise BenchmarkError(f"cannot read at least 2 frames from {path}")
@@ -345,6 +464,8 @@ def time_interleaved(trackers: dict, sequences, warmup: int) -> dict:
     rotates from frame to frame, so load changes hit all of them alike. ``warmup`` untimed updates
     on the first sequence come first. Returns per tracker: frames, total seconds (init + updates),
     FPS = frames / total, and the median / IQR of the update times."""
+    # Timed by hand, per call: a library timer (torch.utils.benchmark) repeats one statement, but
+    # each tracker's update is stateful and must see every frame once, in order, interleaved.
     labels = list(trackers)
     first = True
     times = {label: [] for label in labels}
@@ -395,12 +516,24 @@ def run_interleaved(args, trackers: dict) -> dict:
     machine = machine_info()
     results = time_interleaved({label: t for label, (_, t) in trackers.items()}, sequences, args.warmup)
     machine["load_average_after"] = machine_info()["load_average"]
+    for label, (name, tracker) in trackers.items():
+        results[label]["name"] = name
+        results[label]["backend"] = getattr(tracker, "backend", None)
+        if label == EQUAL_PARAMS_LABEL:
+            results[label]["equal_parameters"] = tracker.equal_parameters
     ratios = {}
     if args.reference is not None:
         ref = results[args.reference]["fps"]
         ratios = {f"{label} / {args.reference}": (r["fps"] / ref if r["fps"] and ref else None)
                   for label, r in results.items() if label != args.reference}
-    return {"mode": "interleaved", "machine": machine, "source": str(args.video or args.root or "generated"),
+    kinds = {label: tracker_kind(name) for label, (name, _) in trackers.items()}
+    for num, (num_family, num_kind) in kinds.items():      # IEN / RE-SiamNet, equal width and equal parameters
+        for den, (den_family, den_kind) in kinds.items():
+            if (num_kind, den_kind) == ("ien", "re") and num_family == den_family:
+                a, b = results[num]["fps"], results[den]["fps"]
+                ratios[f"{num} / {den}"] = a / b if a and b else None
+    return {"mode": "interleaved", "machine": machine, "backend": args.backend,
+            "source": str(args.video or args.root or "generated"),
             "sequences": len(sequences), "warmup": args.warmup, "trackers": results, "ratios": ratios}
 
 
@@ -410,9 +543,10 @@ def format_interleaved(report: dict) -> str:
              f"torch {m['torch']} ({m['torch_threads']} threads), OpenCV {m['opencv']} "
              f"({m['opencv_threads']} threads); {report['sequences']} sequences of {report['source']}, "
              "interleaved, init and updates timed", "",
-             "| Tracker | FPS (end to end) | median update ms | IQR ms |", "|---|---:|---:|---:|"]
+             "| Tracker | backend | FPS (end to end) | median update ms | IQR ms |", "|---|---|---:|---:|---:|"]
     for label, r in report["trackers"].items():
-        lines.append(f"| {label} | {r['fps']:.1f} | {r['update']['median_ms']:.2f} | {r['update']['iqr_ms']:.2f} |")
+        lines.append(f"| {label} | {r.get('backend') or '–'} | {r['fps']:.1f} | {r['update']['median_ms']:.2f} "
+                     f"| {r['update']['iqr_ms']:.2f} |")
     for pair, ratio in report["ratios"].items():
         lines.append(f"FPS ratio {pair}: {'–' if ratio is None else f'{ratio:.2f}'}")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Evaluate trackers offline on a local GOT-10k-, OTB- or generated-layout dataset.
+"""Evaluate trackers offline on a local GOT-10k, OTB, LaSOT, UAV123, VOT, TrackingNet or
+generated-layout dataset (docs/sections/benchmarks.md: the command for each).
 
     python tools/evaluate.py --trackers identity siamfc re-siamfc=runs/re_siamfc.pth
     python tools/evaluate.py --dataset otb --root /data/OTB100 --trackers siamfc siamfc-plain
@@ -25,14 +26,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evaluation.atomic import describe_os_error  # noqa: E402
 from evaluation.datasets import (DatasetError, DatasetWarning, detect_layout,  # noqa: E402
                                  load_sequences)
 from evaluation.experiment import (ResultStore, TrackerSpecError, TrackingError,  # noqa: E402
                                    build_named_tracker, options_label, parse_tracker_options,
                                    parse_tracker_spec, result_key, run_trackers,
                                    sequence_identity, tracker_identity)
-from evaluation.report import (build_report, compare_pairs, compare_to_baseline, markdown_comparison,  # noqa: E402
-                               markdown_pairs, markdown_summary, write_report)
+from evaluation.report import (attribute_report, build_report, compare_pairs,  # noqa: E402
+                               compare_to_baseline, has_attributes, markdown_attributes,
+                               markdown_comparison, markdown_pairs, markdown_summary, write_report)
+from evaluation.submission import write_submission  # noqa: E402
 
 
 class EvaluationError(ValueError):
@@ -42,21 +46,41 @@ class EvaluationError(ValueError):
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Run trackers over a local dataset and report GOT-10k / OTB metrics.")
-    p.add_argument("--dataset", choices=["got10k", "otb", "generated"], default=None,
+    p.add_argument("--dataset", choices=["got10k", "otb", "generated", "lasot", "uav123", "vot",
+                                         "trackingnet"], default=None,
                    help="evaluation protocol (default: generated without --root, else the "
                         "layout of --root)")
     p.add_argument("--root", type=Path, default=None,
                    help="dataset folder (default: the generated rotating test sequences)")
     p.add_argument("--subset", default=None,
-                   help="GOT-10k subset (val/test/train); for generated data the split "
-                        "(default test)")
-    p.add_argument("--layout", choices=["auto", "got10k", "otb"], default="auto",
+                   help="GOT-10k subset (val/test/train); LaSOT test/train or a file of names; "
+                        "UAV123/UAV20L; TrackingNet test/train/TRAIN_<k>; for generated data "
+                        "the split (default test)")
+    p.add_argument("--layout", choices=["auto", "got10k", "otb", "lasot", "uav123", "vot",
+                                        "trackingnet"], default="auto",
                    help="folder layout of --root (default: detected)")
+    p.add_argument("--frame-ranges", type=Path, default=None, metavar="FILE",
+                   help="UAV123: the benchmark's configSeqs.m (or a JSON table) giving each "
+                        "sequence's frame folder and first/last frame (default: <root>/configSeqs.m "
+                        "if present, else the got10k toolkit's table)")
+    p.add_argument("--attributes", nargs="?", const=True, default=None, metavar="FILE",
+                   help="also report success AUC / precision per attribute: the dataset's own "
+                        "attribute files (UAV123 att/, VOT *.tag), or FILE, a JSON object "
+                        "{sequence: [attribute, ...]} (e.g. OTB's attribute lists)")
+    p.add_argument("--submission", choices=["got10k", "trackingnet"], default=None,
+                   help="also write each tracker's results as the evaluation server's zip "
+                        "(<out>/<tracker>-<format>-submission.zip)")
     p.add_argument("--trackers", nargs="+", required=True, metavar="NAME[=CKPT]",
                    help="'identity', an OpenCV baseline ('cv2-mil'; 'cv2-kcf', 'cv2-csrt' with "
                         "opencv-contrib), or a tracker.build_tracker name, optionally with a "
                         "checkpoint: siamfc=runs/siamfc.pth")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: tracker's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch, OpenCV and ONNX Runtime (default: the cores not busy with other work)")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "torch-unfused"], default="auto",
+                   help="how the learned trackers' networks run (tracker/backends.py; default auto: ONNX "
+                        "Runtime on the CPU where installed, else torch with BatchNorm folded); part of "
+                        "the results' key")
     p.add_argument("--rotating", type=float, default=None, metavar="DEG_PER_FRAME",
                    help="evaluate on the rotating version of the dataset (built once, cached "
                         "under <out>/rotating/)")
@@ -118,9 +142,38 @@ def parse_pair(text: str, labels: list) -> tuple:
                           f"{', '.join(labels)}")
 
 
+def _attribute_map(value) -> dict | None:
+    """--attributes FILE: a JSON object {sequence: [attribute, ...]}; None for the dataset's own."""
+    if value is None or value is True:
+        return None
+    import json
+
+    try:
+        table = json.loads(Path(value).read_text())
+    except FileNotFoundError:
+        raise EvaluationError(f"--attributes: file not found: {value}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvaluationError(f"--attributes: cannot read {value}: {exc}") from None
+    if not isinstance(table, dict) or not all(
+            isinstance(v, list) and all(isinstance(a, str) for a in v) for v in table.values()):
+        raise EvaluationError(f"--attributes: {value} must be a JSON object "
+                              "{sequence: [attribute, ...]}")
+    return table
+
+
 def _takes_options(name: str) -> bool:
     """--tracker-option applies to the learned trackers, not to 'identity' or the OpenCV baselines."""
     return name != "identity" and not name.startswith("cv2-")
+
+
+def _resolved_backend(backend: str, device: str | None) -> str:
+    """The concrete inference backend --backend means on --device (it is part of the results' key)."""
+    from tracker.backends import BackendError, resolve_backend
+
+    try:
+        return resolve_backend(backend, device)
+    except BackendError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def _print_warning(message, category, filename, lineno, file=None, line=None):
@@ -128,12 +181,17 @@ def _print_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rotating is not None and not math.isfinite(args.rotating):
-        raise EvaluationError("--rotating must be a finite number of degrees per frame")
+    if args.rotating is not None and not (math.isfinite(args.rotating) and abs(args.rotating) <= 360):
+        raise EvaluationError(f"--rotating must be a finite number of degrees per frame within ±360, got {args.rotating:g}")
+    if args.holdout_seed < 0:
+        raise EvaluationError(f"--holdout-seed must be a non-negative integer, got {args.holdout_seed}")
     if args.max_sequences is not None and args.max_sequences < 1:
         raise EvaluationError("--max-sequences must be at least 1")
     if args.holdout is not None and not 0 < args.holdout < 1:
         raise EvaluationError("--holdout must be a fraction between 0 and 1 (data.val_fraction)")
+    if args.frame_ranges is not None and args.rotating is not None:
+        raise EvaluationError("--frame-ranges cannot be combined with --rotating (put the file "
+                              "in the dataset folder as configSeqs.m instead)")
 
     # dataset folder and protocol
     if args.root is None:
@@ -172,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
         from evaluation.datasets import split_by_source
 
         _, held = split_by_source(load_sequences(root, layout=layout, subset=subset, names=names,
-                                                 skip_bad=args.skip_bad), args.holdout, args.holdout_seed)
+                                                 skip_bad=args.skip_bad, frame_ranges=args.frame_ranges),
+                                  args.holdout, args.holdout_seed)
         names = [s.name for s in held]
     if args.rotating is not None:
         from evaluation.rotating import make_rotating
@@ -185,7 +244,13 @@ def run(args: argparse.Namespace) -> int:
         layout, subset = "got10k", None
 
     sequences = load_sequences(root, layout=layout, subset=subset, names=names,
-                               skip_bad=args.skip_bad)
+                               skip_bad=args.skip_bad,
+                               frame_ranges=None if args.rotating is not None else args.frame_ranges)
+    attribute_map = _attribute_map(args.attributes)
+    if args.attributes is not None and not has_attributes(sequences, attribute_map):
+        raise EvaluationError("--attributes: these sequences have no attribute files (UAV123 "
+                              "anno/<version>/att/, VOT <seq>/*.tag); give a JSON file "
+                              "{sequence: [attribute, ...]}")
     if args.max_sequences is not None:
         sequences = sequences[:args.max_sequences]
 
@@ -205,33 +270,58 @@ def run(args: argparse.Namespace) -> int:
     store = ResultStore(out / "results", "otb" if protocol == "otb" else "got10k")
     sequence_ids = {s.name: sequence_identity(s, root) for s in sequences}
     factories, keys = {}, {}
+    if args.threads is not None and args.threads < 1:
+        raise EvaluationError(f"--threads must be >= 1, got {args.threads}")
+    from tracker.runtime import apply_thread_policy
+
+    apply_thread_policy(args.threads)          # torch, OpenCV and ONNX Runtime alike
     for label, name, checkpoint in specs:
         opts = options if _takes_options(name) else {}
-        identity = tracker_identity(name, checkpoint, opts)
+        backend = _resolved_backend(args.backend, args.device) if _takes_options(name) else None
+        identity = tracker_identity(name, checkpoint, opts, backend)
         keys[label] = {s.name: result_key(identity, sequence_ids[s.name], variant) for s in sequences}
         needed = args.overwrite or not all(store.is_complete(label, s, keys[label][s.name])
                                            for s in sequences)
-        tracker = build_named_tracker(name, checkpoint, args.device, **opts) if needed else None
+        tracker = build_named_tracker(name, checkpoint, args.device, backend, **opts) if needed else None
         factories[label] = (lambda t=tracker: t)
 
     results = run_trackers(factories, sequences, store, overwrite=args.overwrite,
                            progress=not args.no_progress,
-                           log=lambda m: print(m, file=sys.stderr), keys=keys)
+                           log=lambda m: print(m, file=sys.stderr), keys=keys, skip_bad=args.skip_bad)
+    tracked = [s for s in sequences if all(s.name in per_seq for per_seq in results.values())]
+    if not tracked:
+        raise DatasetError("no sequence could be tracked (every one has a bad frame)")
+    if len(tracked) < len(sequences):      # --skip-bad: a sequence is scored for all trackers or none
+        results = {label: {s.name: per_seq[s.name] for s in tracked} for label, per_seq in results.items()}
+        sequences = tracked
     report = build_report(protocol, sequences, results, dataset=dataset_label)
     report["root"] = str(Path(root).resolve())
     if args.baseline is not None:
         compare_to_baseline(report, args.baseline)
     if pairs:
         compare_pairs(report, pairs)
+    if args.attributes is not None:
+        report["attributes"] = attribute_report(protocol, sequences, results, attribute_map)
     written = write_report(report, out, plots=not args.no_plots)
+    if args.submission is not None:
+        for label, per_seq in results.items():
+            try:
+                written[f"submission {label}"] = write_submission(args.submission, label, per_seq, out)
+            except ValueError as exc:
+                raise EvaluationError(f"--submission {args.submission}, tracker {label}: {exc}") from None
     print(markdown_summary(report))
     if args.baseline is not None:
         print("\n" + markdown_comparison(report))
     if pairs:
         print("\n" + markdown_pairs(report))
+    if args.attributes is not None:
+        print("\n" + markdown_attributes(report))
     if all(t["overall"]["scored_frames"] == 0 for t in report["trackers"].values()):
-        print("note: no frame has ground truth to score (GOT-10k test set?); the results under "
-              f"{out / 'results'} are in the toolkit's layout for submission", file=sys.stderr)
+        server = "trackingnet" if protocol == "trackingnet" else "got10k"
+        print("note: cannot score these sequences here: no frame after the first has ground truth "
+              "(a test split whose annotations are withheld: GOT-10k test, TrackingNet TEST); "
+              + (f"the {args.submission} submission zip is written below" if args.submission else
+                 f"write the evaluation server's zip with --submission {server}"), file=sys.stderr)
     for path in written.values():
         print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -247,6 +337,13 @@ def main(argv=None) -> int:
         except (DatasetError, EvaluationError, TrackerSpecError, TrackingError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:      # unwritable or full --out, a path under a file ...
+            print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:   # every finished sequence is already on disk (atomic writes)
+            print("error: interrupted; the finished sequences are kept and reused when the same "
+                  "command runs again", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

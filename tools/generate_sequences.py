@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evaluation.atomic import describe_os_error  # noqa: E402
 from evaluation.synthetic import (  # noqa: E402
     GeneratorInputError, GeneratorOptions, default_dataset, generate_dataset,
 )
@@ -106,8 +107,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except (GeneratorInputError, FileExistsError, NotADirectoryError, PermissionError) as exc:
+    except GeneratorInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:      # unwritable or full --out, --out under a file ...
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
 
 

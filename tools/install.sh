@@ -29,7 +29,7 @@ else
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-  "${constraints[@]}" -r requirements.txt -e . 2> >(grep -v "is ignored: it is neither" >&2)
+  "${constraints[@]}" -r requirements.txt -e ".[logs]" 2> >(grep -v "is ignored: it is neither" >&2)
 # torchvision's CUDA build next to the CPU torch: a tiny import hook makes it importable.
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp tools/_site/ien_torchvision_fix.py "$site/"

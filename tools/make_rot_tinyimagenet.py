@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -83,14 +82,18 @@ def list_split_files(src: Path, n_classes: int) -> tuple[list[str], list[tuple[P
 
 
 def read_rgb(path: Path, size: int) -> np.ndarray:
+    """An image as size x size RGB uint8; a truncated or unreadable file is a BuildError naming it."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise BuildError(f"cannot read image {path}")
+    from tracker.frames import FrameError, read_frame
+
+    try:
+        img = read_frame(path)
+    except FrameError as exc:
+        raise BuildError(str(exc)) from None
     if img.shape[:2] != (size, size):
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 def transform_split(items, size: int, flips: bool, rng: np.random.Generator):
@@ -112,9 +115,10 @@ def transform_split(items, size: int, flips: bool, rng: np.random.Generator):
 
 
 def _save_npy(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array, allow_pickle=False)
-    os.replace(tmp, path)
+    """np.save, atomically: a failed write (full disk) leaves no partial file and no temporary."""
+    from evaluation.atomic import write_with_atomic
+
+    write_with_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def build(src: Path, out: Path, flips: bool, n_classes: int, seed: int, size: int, overwrite: bool) -> dict:
@@ -124,6 +128,8 @@ def build(src: Path, out: Path, flips: bool, n_classes: int, seed: int, size: in
         raise BuildError(f"source folder not found: {src}")
     if size < 8:
         raise BuildError(f"--size must be at least 8, got {size}")
+    if seed < 0:
+        raise BuildError(f"--seed must be a non-negative integer, got {seed}")
     if (out / "meta.json").exists() and not overwrite:
         raise BuildError(f"{out} already holds a dataset: pass --overwrite to replace it")
     wnids, train, test = list_split_files(src, n_classes)
@@ -147,9 +153,9 @@ def build(src: Path, out: Path, flips: bool, n_classes: int, seed: int, size: in
         "rotation": "uniform [0, 360) degrees CCW, bilinear, circular mask",
         "flips": "p=0.5, horizontal or vertical axis" if flips else "none",
     }
-    tmp = meta_path.with_name("meta.json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_path)
+    from evaluation.atomic import write_text_atomic
+
+    write_text_atomic(meta_path, json.dumps(meta, indent=1))
     return meta
 
 
@@ -159,6 +165,11 @@ def main(argv=None) -> int:
         meta = build(Path(args.src), Path(args.out), args.flips, args.classes, args.seed, args.size, args.overwrite)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:                  # unwritable or full --out, --out under a file ...
+        from evaluation.atomic import describe_os_error
+
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     name = "r2-tinyimagenet" if args.flips else "rot-tinyimagenet"
     print(f"{name}: {meta['counts']['train']} train / {meta['counts']['test']} test images of "

@@ -88,6 +88,11 @@ def main(argv=None) -> int:
         except (DatasetError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:      # unwritable or full --dst, --dst under a file ...
+            from evaluation.atomic import describe_os_error
+
+            print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -40,22 +39,12 @@ class TrackCLIError(Exception):
 # ---------------------------------------------------------------------------------------------
 # frame sources: iterators of RGB uint8 frames
 def bgr_to_rgb(frame: np.ndarray, where: str) -> np.ndarray:
-    """An OpenCV-decoded frame (gray, BGR, BGRA; 8 or 16 bit) as HxWx3 uint8 RGB."""
+    """An OpenCV-decoded frame (gray, BGR, BGRA; 8/16-bit or float: tracker.frames.to_uint8) as HxWx3 uint8 RGB."""
+    from tracker.frames import as_rgb
+
     if frame is None or frame.size == 0:
         raise TrackCLIError(f"cannot read {where}")
-    if frame.dtype == np.uint16:
-        frame = (frame >> 8).astype(np.uint8)
-    elif frame.dtype != np.uint8:
-        frame = np.clip(frame, 0, 255).astype(np.uint8)
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
-    if frame.ndim == 2:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-    if frame.ndim == 3 and frame.shape[2] == 4:
-        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
-    if frame.ndim == 3 and frame.shape[2] == 3:
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    raise TrackCLIError(f"{where}: unsupported image shape {frame.shape}")
+    return as_rgb(frame, where, bgr=True)
 
 
 def quiet_capture(target) -> cv2.VideoCapture:
@@ -121,8 +110,16 @@ class FrameSource:
 
     def __iter__(self):
         if self.files is not None:
+            from tracker.frames import read_frame
+
+            first = None
             for path in self.files:
-                yield bgr_to_rgb(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), f"frame {path}")
+                frame = read_frame(path)            # FrameError: unreadable or truncated, named
+                first = first or frame.shape[:2]
+                if frame.shape[:2] != first:
+                    raise TrackCLIError(f"frame {path} is {frame.shape[1]}x{frame.shape[0]} but the folder's first "
+                                        f"frame is {first[1]}x{first[0]}: the frames of one video share one size")
+                yield frame
             return
         self.read, self.exhausted = 0, False
         while True:
@@ -154,15 +151,12 @@ class AtomicVideoWriter:
     """cv2.VideoWriter (mp4v) writing to a temporary file that is renamed into place on close()."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
-        from evaluation.atomic import check_replaceable
+        from evaluation.atomic import check_replaceable, temp_path_beside
 
         self.path = Path(path)
         check_replaceable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix or ".mp4",
-                                   dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_path_beside(self.path, self.path.suffix or ".mp4")   # a killed run's is cleaned next time
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
         if not self.writer.isOpened():
             self.tmp.unlink(missing_ok=True)
@@ -353,31 +347,13 @@ def print_speed(num_frames: int, elapsed: float) -> None:
     print(f"tracked {num_frames} frames in {elapsed:.2f} s of tracker time: {fps:.1f} FPS")
 
 
-def default_threads() -> int:
-    """CPU threads for torch: the cores not already busy (1-minute load average), at least one.
-
-    Small per-frame workloads slow down badly when torch's threads compete with other processes
-    for the same cores (measured: 2 threads on 2 busy cores ran 7x slower than 1 thread).
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:          # not on Linux
-        cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        busy = 0.0
-    return max(1, min(cores, int(round(cores - busy))))
-
-
 def build(args):
-    import torch
-
     from tracker import build_tracker
+    from tracker.runtime import apply_thread_policy
 
     if args.threads is not None and args.threads < 1:
         raise TrackCLIError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads or default_threads())
+    apply_thread_policy(args.threads)             # torch, OpenCV and ONNX Runtime alike
     from evaluation.experiment import TrackerSpecError, parse_tracker_options
 
     try:
@@ -396,7 +372,8 @@ def build(args):
         if args.tracker.startswith("siamrpn"):
             raise TrackCLIError("--axis-box: only the SiamFC trackers estimate the rotation")
         options["axis_box"] = args.axis_box
-    return build_tracker(args.tracker, checkpoint=args.checkpoint, device=args.device, **options)
+    return build_tracker(args.tracker, checkpoint=args.checkpoint, device=args.device, backend=args.backend,
+                         **options)
 
 
 def run_video(args) -> int:
@@ -482,10 +459,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "not an error (exit 0)")
     p.add_argument("--no-display", action="store_true", help="never open a window")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the cores not busy with other work)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch, OpenCV and ONNX Runtime (default: the cores not busy with other work)")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "torch-unfused"], default="auto",
+                   help="how the network runs (tracker/backends.py; default auto: ONNX Runtime on the CPU "
+                        "where installed, else torch with BatchNorm folded)")
     p.add_argument("--demo-seed", type=int, default=0, help="seed of the demo's generated sequence")
     p.add_argument("--demo-frames", type=int, default=100, help="length of the demo's sequence")
-    return p.parse_args(argv)
+    return p.parse_args(_join_negative_box(sys.argv[1:] if argv is None else list(argv)))
+
+
+def _join_negative_box(argv: list) -> list:
+    """``--init-box -50,20,30,40`` as ``--init-box=-50,20,30,40``: argparse takes a value that
+    starts with '-' (and is not one plain number) for an option."""
+    out = []
+    for arg in argv:
+        if out and out[-1] == "--init-box" and re.fullmatch(r"-[0-9.eE+-]+([, ]+[0-9.eE+-]+)+", arg):
+            out[-1] = f"--init-box={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,8 @@
 
 Quick runs: --epochs, --pairs-per-epoch, --batch-size, --workers, --max-steps, --device.
 The last stdout line is a JSON summary (epochs, losses, IEN term first vs last epoch, time, paths).
+OUT gets checkpoint.pth, history.json, history.csv, tensorboard/ (with the tensorboard package:
+`tensorboard --logdir OUT/tensorboard`) and, with --val-every / train.val_every, best.pth.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Options that change what is trained: not allowed together with --resume (the stored config rules).
-_RUN_DEFINING = ("data", "group", "beta", "epochs", "pairs_per_epoch", "batch_size", "seed", "init_from", "lr")
+_RUN_DEFINING = ("data", "group", "beta", "epochs", "pairs_per_epoch", "batch_size", "seed", "init_from", "lr",
+                 "val_every")
 
 
 def parse_args(argv=None):
@@ -40,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help="override train.lr (peak learning rate)")
     p.add_argument("--init-from", metavar="CKPT",
                    help="fine-tune: start from this tracker checkpoint's weights (train.init_from)")
+    p.add_argument("--val-every", type=int, metavar="STEPS",
+                   help="override train.val_every: validate on the held-out videos (data.val_fraction) every "
+                        "STEPS steps and keep OUT/best.pth (0 = off)")
     p.add_argument("--workers", type=int, help="DataLoader workers per process (default train.num_workers)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (a checkpoint is written)")
@@ -55,9 +61,16 @@ def _overrides(args) -> dict:
         "model": {"backbone": {"group": args.group}} if args.group is not None else {},
         "train": {"beta": args.beta, "epochs": args.epochs, "pairs_per_epoch": args.pairs_per_epoch,
                   "batch_size": args.batch_size, "seed": args.seed, "lr": args.lr,
-                  "init_from": args.init_from},
+                  "init_from": args.init_from, "val_every": args.val_every},
         "data": {"path": args.data},
     }
+
+
+def _out_dir(args) -> Path | None:
+    """--out, by default runs/<config name>; None when neither is given."""
+    if args.out:
+        return Path(args.out)
+    return Path("runs") / Path(args.config).stem if args.config else None
 
 
 def _run(args) -> int:
@@ -66,6 +79,10 @@ def _run(args) -> int:
     from backbones.checkpoints import load_checkpoint
     from training.tracking import CHECKPOINT_NAME, RunConfig, Trainer, TrainingError, export_weights, read_config
 
+    from evaluation.atomic import check_output_path
+
+    if args.export:               # before hours of training: --export must be writable as a file
+        check_output_path(args.export)
     if args.checkpoint:
         if not args.export:
             raise TrainingError("--checkpoint exports a checkpoint: give --export PATH as well")
@@ -77,12 +94,10 @@ def _run(args) -> int:
         raise TrainingError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.workers is not None and args.workers < 0:
         raise TrainingError(f"--workers must be >= 0, got {args.workers}")
-    if args.out:
-        out = Path(args.out)
-    elif args.config:
-        out = Path("runs") / Path(args.config).stem
-    else:
+    out = _out_dir(args)
+    if out is None:
         raise TrainingError("give --config CONFIG (a new run) or --out DIR --resume (continue a run)")
+    check_output_path(out, folder=True)
     ckpt_path = out / CHECKPOINT_NAME
     resuming = args.resume and ckpt_path.is_file()
     if resuming:
@@ -162,8 +177,18 @@ def main(argv=None) -> int:
     except user_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:      # unwritable or full --out, --export that is a folder or under a file ...
+        from evaluation.atomic import describe_os_error
+
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("error: interrupted; continue with --resume from the last checkpoint", file=sys.stderr)
+        out = _out_dir(args)
+        if out is not None and (out / "checkpoint.pth").is_file():
+            print(f"error: interrupted; continue with --resume from the last checkpoint in {out}", file=sys.stderr)
+        else:
+            print("error: interrupted before the first checkpoint was written: nothing to resume "
+                  "(start the run again)", file=sys.stderr)
         return 130
     finally:
         for sig, handler in handlers.items():

@@ -10,7 +10,7 @@ Every combination of the --grid values is evaluated with tools/evaluate.py on th
 (results under --out, reused on a re-run like evaluate's), with --also-rotating on their rotating
 twin too; the one with the best success AUC (mean over both; ties: the earlier combination) is printed, and with --write the checkpoint is copied with it
 stored as ``ckpt["tracking"]["upright"]`` (or ``["rotated"]`` for trackers that search rotated
-templates: their combinations start from the checkpoint's upright choices), which ``tracker.build_tracker`` applies unless the caller overrides an option. A
+templates: their combinations start from the checkpoint's upright and earlier rotated choices), which ``tracker.build_tracker`` applies unless the caller overrides an option. A
 network's own response shape decides them, not SiamFC's defaults. The last stdout line is JSON.
 """
 from __future__ import annotations
@@ -95,14 +95,17 @@ def run(args) -> dict:
     out = args.out or Path("runs") / "tune" / args.checkpoint.stem
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     rotated = searches_rotated_templates(key, combos[0])
-    # a rotated-template tracker starts from the network's upright choices (scale, window...)
+    # a rotated-template tracker starts from the network's upright choices (scale, window...) and
+    # the rotated ones already made (a second grid on another option keeps the first's choice: the
+    # stored table is what build_tracker applies, so it must hold every option, not just this grid's)
     base = {}
     if rotated:
         from backbones.checkpoints import load_checkpoint
         from tracker import stored_tracking_options
 
-        base = {k: v for k, v in stored_tracking_options(load_checkpoint(args.checkpoint), False).items()
-                if k not in grid}
+        ckpt = load_checkpoint(args.checkpoint)
+        stored = {**stored_tracking_options(ckpt, False), **stored_tracking_options(ckpt, True)}
+        base = {k: v for k, v in stored.items() if k not in grid}
     combos = [{**base, **combo} for combo in combos]
     variants = [("static", [])]
     if args.also_rotating is not None:

@@ -73,12 +73,16 @@ def searches_rotated_templates(name: str, options: dict | None = None) -> bool:
     return key == "re-siamfc" or bool({**DEFAULT_OPTIONS.get(key, {}), **(options or {})}.get("orientations"))
 
 
-def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None, **options):
+def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None, backend: str = "auto",
+                  **options):
     """A got10k ``Tracker`` named ``name`` (see :data:`TRACKERS`).
 
     checkpoint: a tracker checkpoint (default: the bundled weights); model: an in-memory Siamese
     model instead (e.g. during training; it is put in eval mode, call ``.train()`` afterwards);
     device: None = CUDA when available, else CPU (for ``model``: the device it is on);
+    backend: how the per-frame feature extractor runs (:mod:`tracker.backends`): "auto" =
+    ONNX Runtime on the CPU where installed, else torch with BatchNorm folded; for ``model`` the
+    live model ("torch-unfused"), since a snapshot would miss later training;
     options: tracking hyper-parameters (SiamFCParams / SiamRPNParams; unknown ones are rejected);
     they override the name's defaults and those stored in the checkpoint (``stored_tracking_options``).
     Raises TrackerError for every bad input (unknown name/option/device, missing or mismatched
@@ -122,10 +126,18 @@ def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None
     found = getattr(getattr(model, "config", None), "type", None)
     if found != model_type:
         raise TrackerError(f"tracker {key} needs a {model_type} model, but {source} holds a {found} model")
+    from .backends import BackendError, resolve_backend
+    from .siamfc import resolve_device
+
+    device = resolve_device(device)
+    try:
+        backend = resolve_backend(backend, device, live_model=source == "the given model")
+    except BackendError as exc:
+        raise TrackerError(str(exc)) from None
     module, cls_name = target.split(":")
     cls = getattr(importlib.import_module(module), cls_name)
     options = {**DEFAULT_OPTIONS.get(key, {}), **stored, **options}
     try:
-        return cls(model, device=device, name=key, **options)
+        return cls(model, device=device, name=key, backend=backend, **options)
     except ConfigError as exc:
         raise TrackerError(str(exc)) from None

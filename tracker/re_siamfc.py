@@ -125,7 +125,7 @@ class RESiamFCTracker(SiamFCTracker):
     caller's model keeps its e2cnn backbone, so a model in training is not altered).
     """
 
-    def __init__(self, model, device=None, name: str = "re-siamfc", **options):
+    def __init__(self, model, device=None, name: str = "re-siamfc", backend: str = "auto", **options):
         allowed = set(RESiamFCOptions.__dataclass_fields__) | set(SiamFCParams.__dataclass_fields__)
         unknown = sorted(set(options) - allowed)
         if unknown:
@@ -146,14 +146,19 @@ class RESiamFCTracker(SiamFCTracker):
             raise TrackerError("re-siamfc estimates orientation: orientations must be >= 1")
         if isinstance(options["orientations"], int) and options["orientations"] > 0:
             options.setdefault("orientation_window", 360.0 / options["orientations"])
-        super().__init__(model, device, name, **options)
-        if self.options.export_backbone and isinstance(self.model.backbone, E2ResNet22):
-            self.model = _with_backbone(self.model, export_e2_backbone(self.model.backbone).to(self.device))
+        super().__init__(model, device, name, backend, **options)
         self.angle_step = 360.0 / len(self.orientation_angles)
         self.angle_offset = 0.0     # sub-step refinement of the current orientation, in steps
         self._pending_offset = 0.0
 
     # ---- hook overrides ----------------------------------------------------------------
+    def inference_model(self, model):
+        # learnable parameters of the e2cnn backbone: its export holds the expanded filters instead
+        self.backbone_parameters = int(sum(p.numel() for p in model.backbone.parameters()))
+        if self.options.export_backbone and isinstance(model.backbone, E2ResNet22):
+            return _with_backbone(model, export_e2_backbone(model.backbone).to(self.device))
+        return model
+
     def locate_peak(self, responses: np.ndarray, allowed: np.ndarray) -> Peak:
         peak = super().locate_peak(responses, allowed)
         self._pending_offset = 0.0

@@ -5,6 +5,11 @@ takes them again on the next frame: thousands of page faults per ``update()`` (a
 frame's time on a 2-core CPU). :func:`keep_freed_memory` raises glibc's trim and mmap thresholds
 so freed buffers stay in the process and are reused; results are bit-identical. It changes a
 process-wide allocator setting, once; ``IEN_KEEP_FREED_MEMORY=0`` in the environment turns it off.
+
+:func:`apply_thread_policy` is the one CPU thread policy of ``tools/track.py``,
+``tools/evaluate.py`` and ``tools/benchmark_fps.py``: torch, OpenCV (crops, OpenCV trackers) and
+ONNX Runtime (sessions built afterwards read torch's count) all get the same number of threads,
+by default the cores not already busy.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "default_threads", "apply_thread_policy"]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _MMAP_THRESHOLD = 32 * 1024 * 1024       # glibc's largest allowed value on 64-bit systems
@@ -41,3 +46,35 @@ def keep_freed_memory() -> bool:
     _applied = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
                     and mallopt(_M_TOP_PAD, 64 * 1024 * 1024))
     return _applied
+
+
+def default_threads() -> int:
+    """CPU threads for inference: the cores not already busy (1-minute load average), at least one.
+
+    Small per-frame workloads slow down badly when their threads compete with other processes
+    for the same cores (measured: 2 threads on 2 busy cores ran 7x slower than 1 thread).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    return max(1, min(cores, int(round(cores - busy))))
+
+
+def apply_thread_policy(threads: int | None = None) -> int:
+    """Give torch and OpenCV ``threads`` CPU threads each (None: :func:`default_threads`); returns
+    the count. Call it before building trackers: ONNX Runtime sessions take torch's count then."""
+    import cv2
+    import torch
+
+    if threads is None:
+        threads = default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    return threads

@@ -24,21 +24,18 @@ import cv2
 import numpy as np
 import torch
 from got10k.trackers import Tracker
-from PIL import Image
 
 from backbones import ConfigError, from_dict
 
+from .backends import BackendError, build_features, resolve_backend
 from .crops import context_size, crop_many, mean_color
+from .frames import TrackerError, as_rgb, check_frame_size  # TrackerError is defined there (no torch)
 from .orientation import AXIS_BOX_MODES, axis_aligned_box, orientation_mask, rotated_template_bank
 
 __all__ = ["TrackerError", "SiameseTracker", "SiamFCParams", "SiamFCTracker", "Peak", "as_rgb_frame",
            "check_init_box", "resolve_device", "rotated_box_polygon"]
 
 MIN_SCALE, MAX_SCALE = 0.1, 10.0   # target size stays within these factors of the initial size
-
-
-class TrackerError(ValueError):
-    """Bad input to a tracker or to build_tracker (bad box, frame, checkpoint, option or device)."""
 
 
 def resolve_device(device=None) -> torch.device:
@@ -51,30 +48,18 @@ def resolve_device(device=None) -> torch.device:
         raise TrackerError(f"unknown device {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TrackerError(f"device {device!r} requested but CUDA is not available")
+    try:                                  # mps, xpu ...: unavailable ones fail here, not mid-run
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0].split(". ")[0][:120] if str(exc) else type(exc).__name__
+        raise TrackerError(f"device {device!r} is not available here ({reason})") from None
     return dev
 
 
 def as_rgb_frame(image) -> np.ndarray:
     """A frame as an HxWx3 uint8 RGB array: PIL images of any mode, or arrays HxW, HxWx1, HxWx3, HxWx4
-    (alpha dropped), uint8 or uint16 (scaled down)."""
-    if isinstance(image, Image.Image):
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.asarray(image)
-    frame = np.asarray(image)
-    if frame.dtype == np.uint16:
-        frame = (frame >> 8).astype(np.uint8)
-    if frame.dtype != np.uint8:
-        raise TrackerError(f"frames must be uint8 (or uint16) images, got dtype {frame.dtype}")
-    if frame.ndim == 3 and frame.shape[2] == 4:
-        frame = frame[:, :, :3]
-    if frame.ndim == 3 and frame.shape[2] == 1:
-        frame = frame[:, :, 0]
-    if frame.ndim == 2:
-        frame = np.repeat(frame[:, :, None], 3, axis=2)
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:
-        raise TrackerError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {frame.shape}")
-    return np.ascontiguousarray(frame)
+    (alpha dropped) of 8-bit, 16-bit or float pixels (:func:`tracker.frames.to_uint8`: no clipping)."""
+    return as_rgb(image)
 
 
 def check_init_box(box, frame_shape) -> np.ndarray:
@@ -105,21 +90,37 @@ class SiameseTracker(Tracker):
     """A got10k tracker around a Siamese model: holds ``.model`` (eval mode) and ``.device``.
 
     After every ``update`` the tracker sets ``last_score`` (the peak's confidence in 0..1); trackers
-    estimating orientation also set ``last_angle`` and ``last_polygon``.
+    estimating orientation also set ``last_angle`` and ``last_polygon``. ``features(images)`` is
+    ``model.extract(images).out`` through the inference ``backend`` (:mod:`tracker.backends`;
+    "auto" here means the live model, ``build_tracker`` picks a faster one for weights from a file).
     """
 
-    def __init__(self, model, device=None, name: str = "siamese"):
+    def __init__(self, model, device=None, name: str = "siamese", backend: str = "auto"):
         super().__init__(name=name, is_deterministic=True)
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.model = self.inference_model(model.to(self.device).eval())
+        try:
+            self.backend = resolve_backend(backend, self.device, live_model=True)
+            self.features = build_features(self.model, self.backend, self.device)
+        except BackendError as exc:
+            raise TrackerError(str(exc)) from None
         self.config = model.config
         self.last_score: float | None = None
         self.last_angle: float | None = None
         self.last_polygon: np.ndarray | None = None
         self.center = self.target_sz = None
 
+    def inference_model(self, model):
+        """The model the tracker runs, given the caller's (on the device, eval mode); subclasses
+        may return a twin with inference-only parts."""
+        return model
+
     def _tensor(self, crops: np.ndarray) -> torch.Tensor:
-        """(N, H, W, 3) uint8 crops -> (N, 3, H, W) float tensor on the model's device."""
+        """(N, H, W, 3) uint8 crops -> (N, 3, H, W) float tensor on the model's device (the
+        backend's own conversion where it has one: ONNX Runtime reads contiguous float32 arrays)."""
+        convert = getattr(self.features, "images_from_crops", None)
+        if convert is not None:
+            return convert(crops, self.device)
         return torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float()
 
     def _start(self, image, box) -> np.ndarray:
@@ -189,8 +190,8 @@ class Peak(NamedTuple):
 class SiamFCTracker(SiameseTracker):
     """SiamFC over a :class:`tracker.models.SiamFCNet` (any model with ``extract``/``head_bank``)."""
 
-    def __init__(self, model, device=None, name: str = "siamfc", **options):
-        super().__init__(model, device, name)
+    def __init__(self, model, device=None, name: str = "siamfc", backend: str = "auto", **options):
+        super().__init__(model, device, name, backend)
         self.params = p = from_dict(SiamFCParams, options, "tracker options")
         self.stride = int(getattr(model, "stride", 8))
         self.score_size = int(model.score_size)
@@ -220,14 +221,14 @@ class SiamFCTracker(SiameseTracker):
     @torch.inference_mode()
     def build_template(self, frame: np.ndarray):
         """Template features (N, C, h, w), computed once per init."""
-        feats = self.model.extract(self._tensor(self.template_crops(frame))).out
+        feats = self.features(self._tensor(self.template_crops(frame)))
         return self.model.prepare_template(feats)
 
     # ---- per frame -----------------------------------------------------------------------
     @torch.inference_mode()
     def compute_responses(self, search: torch.Tensor) -> np.ndarray:
         """(S, N, R, R) float32 responses of the S search crops to the N templates."""
-        x_feat = self.model.extract(search).out
+        x_feat = self.features(search)
         return self.model.head_bank(self.template, x_feat).float().cpu().numpy()
 
     def allowed_orientations(self) -> np.ndarray:
@@ -305,6 +306,7 @@ class SiamFCTracker(SiameseTracker):
     def update(self, image) -> np.ndarray:
         self._require_init()
         frame = as_rgb_frame(image)
+        check_frame_size(self.frame_size, frame)
         crops = crop_many(frame, self.center, self.x_sz * self.scale_factors, self.config.instance_size,
                           self.avg_color)
         responses = self.compute_responses(self._tensor(crops))

@@ -9,6 +9,7 @@ import torch
 from backbones import ConfigError, from_dict
 
 from .crops import context_size, crop_and_resize
+from .frames import check_frame_size
 from .siamfc import SiameseTracker, as_rgb_frame
 
 __all__ = ["SiamRPNParams", "SiamRPNTracker"]
@@ -42,8 +43,8 @@ def _context_sizes(w: np.ndarray, h: np.ndarray, context: float) -> np.ndarray:
 class SiamRPNTracker(SiameseTracker):
     """SiamRPN over a :class:`tracker.models.SiamRPNNet`: one search crop per frame, box from the best anchor."""
 
-    def __init__(self, model, device=None, name: str = "siamrpn", **options):
-        super().__init__(model, device, name)
+    def __init__(self, model, device=None, name: str = "siamrpn", backend: str = "auto", **options):
+        super().__init__(model, device, name, backend)
         self.params = from_dict(SiamRPNParams, options, "tracker options")
         anchors = model.anchors().detach().cpu().numpy().astype(np.float64)
         anchors[:, :2] -= self.config.instance_size / 2.0          # relative to the crop centre
@@ -57,13 +58,13 @@ class SiamRPNTracker(SiameseTracker):
     def build_template(self, frame: np.ndarray):
         z_sz = context_size(self.target_sz[0], self.target_sz[1], self.config.context)
         crop = crop_and_resize(frame, self.center, z_sz, self.config.exemplar_size, self.avg_color)
-        feats = self.model.extract(self._tensor(crop[None])).out
+        feats = self.features(self._tensor(crop[None]))
         return self.model.prepare_template(feats)
 
     @torch.inference_mode()
     def compute_outputs(self, search: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Foreground probability (N,) and box deltas (N, 4) of every anchor."""
-        cls, loc = self.model.head_prepared(self.template, self.model.extract(search).out)
+        cls, loc = self.model.head_prepared(self.template, self.features(search))
         score = torch.softmax(cls.reshape(2, -1).float(), dim=0)[1]
         deltas = loc.reshape(4, -1).t().float()
         return score.cpu().numpy().astype(np.float64), deltas.cpu().numpy().astype(np.float64)
@@ -75,6 +76,7 @@ class SiamRPNTracker(SiameseTracker):
     def update(self, image) -> np.ndarray:
         self._require_init()
         frame = as_rgb_frame(image)
+        check_frame_size(self.frame_size, frame)
         cfg, p = self.config, self.params
         z_sz = context_size(self.target_sz[0], self.target_sz[1], cfg.context)
         scale_z = cfg.exemplar_size / z_sz

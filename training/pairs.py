@@ -25,7 +25,8 @@ from PIL import Image
 from evaluation.datasets import DatasetError
 from tracker.crops import context_size, crop_and_resize, image_to_crop
 
-__all__ = ["PairSampler", "PhotoPairSampler", "MixedPairs", "Photo", "load_photos", "valid_frames", "FrameFilter"]
+__all__ = ["PairSampler", "PhotoPairSampler", "MixedPairs", "Photo", "load_photos", "valid_frames", "FrameFilter",
+           "UnreadableFrame", "report_skipped_frames"]
 
 # SiamFC draws the resize interpolation at random; Lanczos is left out (10x slower in warpAffine)
 _INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_NEAREST)
@@ -73,17 +74,82 @@ def _image_size(path: str) -> tuple:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
 
 
+class UnreadableFrame(DatasetError):
+    """A training frame that cannot be decoded (truncated JPEG, corrupt file): the samplers skip it."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path, self.reason = path, reason
+        self.frame_id = -1                    # set by the sampler: its id for frame_path
+
+
+def report_skipped_frames(batch: dict, reported: set, pairs, stream=None) -> int:
+    """The number of unreadable frames the samplers skipped for a collated ``batch`` of ``pairs``
+    (the dataset it came from); prints one ``warning:`` line to ``stream`` (stderr) for each frame
+    not in ``reported`` yet, and adds it. Runs in the training process, so a file is named once
+    however many DataLoader workers (new processes every epoch) meet it."""
+    import sys
+
+    ids = torch.as_tensor(batch.get("skipped_ids", torch.empty(0))).flatten().tolist()
+    for frame_id in ids:
+        if frame_id < 0 or frame_id in reported:
+            continue
+        reported.add(frame_id)
+        path = pairs.frame_path(frame_id)
+        try:                              # the reason, decoded again once per file
+            _read_rgb(path, 0.0, 1)
+            reason = "unreadable when sampled"
+        except DatasetError as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+        print(f"warning: skipping training frame {path}: {reason}", file=stream or sys.stderr)
+    return int(torch.as_tensor(batch.get("skipped_frames", 0)).sum())
+
+
 def _read_rgb(path: str, crop_side: float, out_size: int) -> tuple:
-    """(RGB image, factor): the frame decoded at 1/factor resolution when the crop is reduced that much anyway."""
+    """(RGB image, factor): the frame decoded at 1/factor resolution when the crop is reduced that much anyway.
+
+    A JPEG that does not end with the end-of-image marker (FF D9) is decoded by Pillow, which
+    tells a cut-off file (libjpeg, as cv2 uses it, fills the missing rows with grey and only
+    warns) from one with padding after the marker; the rule is tracker.frames.read_frame's.
+    Raises UnreadableFrame for a truncated or undecodable file, DatasetError when it cannot be read."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise DatasetError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if data.size == 0:
+        raise UnreadableFrame(path, "empty file")
+    if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
+        return _read_rgb_pillow(path, data), 1
     for factor, flag in _REDUCED:
         if crop_side / factor >= out_size:
-            image = cv2.imread(path, flag)
+            image = cv2.imdecode(data, flag)
             break
     else:
-        factor, image = 1, cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(f"cannot read image {path}")
+        factor, image = 1, cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise UnreadableFrame(path, "not an image OpenCV can decode (corrupt?)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), factor
+
+
+def _read_rgb_pillow(path: str, data: np.ndarray) -> np.ndarray:
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as image:
+            image.load()                        # raises OSError on a truncated file
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnreadableFrame(path, f"truncated or corrupt JPEG (no end-of-image marker; {exc})") from None
+
+
+# draws of another pair for an item whose pair holds an unreadable frame, before giving up
+_MAX_REDRAWS = 32
+
+
+def _draw_key(seed: int, epoch: int, index: int, redraw: int) -> list:
+    """The generator seed of an item's draw; the first draw's is the one used before redraws existed
+    (a resumed run samples the same pairs)."""
+    return [seed, epoch, int(index)] + ([0x726564, int(redraw)] if redraw else [])
 
 
 def _box_corners(box) -> np.ndarray:
@@ -112,7 +178,9 @@ class PairSampler(torch.utils.data.Dataset):
     augmentation; in x the axis-aligned box of the rotated target box when rotated);
     "angle_x" float32, the target's rotation in x relative to z in degrees, counter-clockwise
     (ground-truth angles when the sequences carry them, plus the rotation augmentation);
-    "angle_known" float32, 1 when the sequences' angles were known.
+    "angle_known" float32, 1 when the sequences' angles were known; "skipped_frames" int64, the
+    unreadable frames (truncated JPEG, corrupt file) skipped for this item by drawing another pair,
+    and "skipped_ids" int64 (_MAX_REDRAWS,), their ids (``frame_path``), -1 padded.
 
     Sampling is a deterministic function of (seed, epoch, index): call ``set_epoch`` before each
     epoch (with DataLoader workers, before the loader is iterated; not with persistent_workers).
@@ -138,7 +206,9 @@ class PairSampler(torch.utils.data.Dataset):
         self.max_stretch, self.max_shift = float(max_stretch), float(max_shift)
         self.gray_prob, self.color_jitter, self.blur_prob = float(gray_prob), float(color_jitter), float(blur_prob)
         self.frame_filter = frame_filter
+        self._unreadable: dict[str, str] = {}      # path -> reason: frames skipped in this process (for errors)
         self.entries = self._index(list(sequences))
+        self._first_ids = np.cumsum([0] + [self._frames_of(k) for k in range(len(self.entries))])
 
     # -- indexing ---------------------------------------------------------------------------------
     def _index(self, sequences) -> list:
@@ -175,6 +245,22 @@ class PairSampler(torch.utils.data.Dataset):
         """The sequences kept (those with at least one valid pair)."""
         return [e.seq for e in self.entries]
 
+    def _frames_of(self, entry: int) -> int:
+        return len(self.entries[entry].seq.img_files)
+
+    def _path_of(self, entry: int, frame: int) -> str:
+        return self.entries[entry].seq.img_files[frame]
+
+    @property
+    def num_frames(self) -> int:
+        """How many frame ids (``frame_path``) the sampler has."""
+        return int(self._first_ids[-1])
+
+    def frame_path(self, frame_id: int) -> str:
+        """The file of a frame id, as items' "skipped_ids" give them."""
+        entry = int(np.searchsorted(self._first_ids, int(frame_id), side="right")) - 1
+        return self._path_of(entry, int(frame_id) - int(self._first_ids[entry]))
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
@@ -182,9 +268,10 @@ class PairSampler(torch.utils.data.Dataset):
         return self.pairs_per_epoch
 
     # -- sampling ---------------------------------------------------------------------------------
-    def sample_frames(self, index: int) -> tuple:
-        """(entry index, z frame, x frame) of item ``index`` in the current epoch, and its generator."""
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+    def sample_frames(self, index: int, redraw: int = 0) -> tuple:
+        """(entry index, z frame, x frame) of item ``index`` in the current epoch, and its generator;
+        ``redraw`` > 0 draws another pair for the item (after an unreadable frame)."""
+        rng = np.random.default_rng(_draw_key(self.seed, self.epoch, index, redraw))
         e = int(rng.integers(len(self.entries)))
         entry = self.entries[e]
         k = int(entry.z_pos[rng.integers(entry.z_pos.size)])
@@ -196,12 +283,41 @@ class PairSampler(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.pairs_per_epoch:
             raise IndexError(index)
-        e, z_frame, x_frame, rng = self.sample_frames(index)
+        return self._skipping_unreadable(index, self._pair)
+
+    def _pair(self, index: int, redraw: int) -> dict:
+        e, z_frame, x_frame, rng = self.sample_frames(index, redraw)
         seq = self.entries[e].seq
         angle_known = seq.angles is not None
         relative = float(seq.angles[x_frame] - seq.angles[z_frame]) if angle_known else 0.0
-        return self.make_pair(rng, seq.img_files[z_frame], seq.boxes[z_frame], seq.img_files[x_frame],
-                              seq.boxes[x_frame], relative, angle_known)
+        try:
+            return self.make_pair(rng, seq.img_files[z_frame], seq.boxes[z_frame], seq.img_files[x_frame],
+                                  seq.boxes[x_frame], relative, angle_known)
+        except UnreadableFrame as exc:
+            frame = z_frame if exc.path == seq.img_files[z_frame] else x_frame
+            exc.frame_id = int(self._first_ids[e]) + frame
+            raise
+
+    def _skipping_unreadable(self, index: int, make) -> dict:
+        """``make(index, redraw)`` until its pair has no unreadable frame: a truncated or corrupt
+        frame of a big dataset is skipped (drawing another pair), not fatal. The item's
+        "skipped_frames" counts the frames skipped for it and "skipped_ids" names them, for
+        :func:`report_skipped_frames` to warn about each file once in the training process."""
+        skipped = torch.full((_MAX_REDRAWS,), -1, dtype=torch.int64)
+        for redraw in range(_MAX_REDRAWS):
+            try:
+                item = make(index, redraw)
+            except UnreadableFrame as exc:
+                self._unreadable[exc.path] = exc.reason
+                skipped[redraw] = exc.frame_id
+                continue
+            item["skipped_frames"] = torch.tensor(redraw, dtype=torch.int64)
+            item["skipped_ids"] = skipped
+            return item
+        shown = "; ".join(f"{path}: {reason}" for path, reason in list(self._unreadable.items())[-3:])
+        raise DatasetError(f"cannot read images for training pair {index}: {_MAX_REDRAWS} draws in a row met "
+                           f"unreadable frames ({len(self._unreadable)} unreadable so far, e.g. {shown}); "
+                           "check the dataset")
 
     def make_pair(self, rng, path_z, box_z, path_x, box_x, relative_angle: float = 0.0,
                   angle_known: bool = False) -> dict:
@@ -377,9 +493,15 @@ class PhotoPairSampler(PairSampler):
     def sequences(self) -> list:
         return [photo for photo, _ in self.entries]
 
-    def sample_frames(self, index: int) -> tuple:
+    def _frames_of(self, entry: int) -> int:
+        return 1
+
+    def _path_of(self, entry: int, frame: int) -> str:
+        return self.entries[entry][0].path
+
+    def sample_frames(self, index: int, redraw: int = 0) -> tuple:
         """(photo index, box index, box index) of item ``index`` in the current epoch, and its generator."""
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        rng = np.random.default_rng(_draw_key(self.seed, self.epoch, index, redraw))
         e = int(rng.integers(len(self.entries)))
         valid = self.entries[e][1]
         k = int(valid[rng.integers(valid.size)])
@@ -388,9 +510,16 @@ class PhotoPairSampler(PairSampler):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.pairs_per_epoch:
             raise IndexError(index)
-        e, k, _, rng = self.sample_frames(index)
+        return self._skipping_unreadable(index, self._photo_pair)
+
+    def _photo_pair(self, index: int, redraw: int) -> dict:
+        e, k, _, rng = self.sample_frames(index, redraw)
         photo = self.entries[e][0]
-        return self.make_pair(rng, photo.path, photo.boxes[k], photo.path, photo.boxes[k], 0.0, True)
+        try:
+            return self.make_pair(rng, photo.path, photo.boxes[k], photo.path, photo.boxes[k], 0.0, True)
+        except UnreadableFrame as exc:
+            exc.frame_id = e
+            raise
 
 
 class MixedPairs(torch.utils.data.Dataset):
@@ -413,6 +542,8 @@ class MixedPairs(torch.utils.data.Dataset):
         self.names = list(names) if names is not None else [f"source{k}" for k in range(len(sources))]
         self.cumulative = np.cumsum(weights / weights.sum())
         self.pairs_per_epoch, self.seed, self.epoch = int(pairs_per_epoch), int(seed), 0
+        # frame ids of the sources one range after another (a dataset without frame ids has none)
+        self._first_ids = np.cumsum([0] + [getattr(source, "num_frames", 0) for source in self.sources])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -426,7 +557,21 @@ class MixedPairs(torch.utils.data.Dataset):
         u = np.random.default_rng([self.seed, self.epoch, int(index), 0x6D6978]).random()
         return min(int(np.searchsorted(self.cumulative, u, side="right")), len(self.sources) - 1)
 
+    @property
+    def num_frames(self) -> int:
+        return int(self._first_ids[-1])
+
+    def frame_path(self, frame_id: int) -> str:
+        """The file of a frame id of the items' "skipped_ids" (the sources' ids, one range after another)."""
+        k = int(np.searchsorted(self._first_ids, int(frame_id), side="right")) - 1
+        return self.sources[k].frame_path(int(frame_id) - int(self._first_ids[k]))
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.pairs_per_epoch:
             raise IndexError(index)
-        return self.sources[self.source_index(index)][index]
+        k = self.source_index(index)
+        item = self.sources[k][index]
+        if "skipped_ids" in item:
+            ids = item["skipped_ids"]
+            item["skipped_ids"] = torch.where(ids >= 0, ids + int(self._first_ids[k]), ids)
+        return item

@@ -7,9 +7,14 @@ when β > 0 the template batch (and optionally the search batch) is doubled with
 maps of the doubled batch. Total = tracking + β · Σ_j L_j.
 
 SGD (momentum 0.9, weight decay 5e-4) with a linear warm-up, then exponential decay 1e-2 → 1e-5 over
-the run (SiamFC defaults, NOTES §3). Checkpoints (written atomically) hold the config, the model,
-optimizer, scheduler, step counters, every RNG state and the history, so ``resume`` continues a
-killed run exactly. Under ``torchrun`` (WORLD_SIZE > 1) the run is data-parallel
+the run (SiamFC defaults, NOTES §3; ``torch.optim.lr_scheduler`` LinearLR + ExponentialLR in a
+SequentialLR). Checkpoints (written atomically) hold the config, the model, optimizer, scheduler,
+step counters, every RNG state and the history, so ``resume`` continues a killed run exactly.
+Logs: OUT/history.json (at checkpoints), OUT/history.csv (a row per logged step, appended live and
+rewritten from the checkpoint on resume) and TensorBoard events in OUT/tensorboard (when the
+``tensorboard`` package is installed). With ``train.val_every`` a validation pass on a fixed set of
+held-out pairs runs every N steps; OUT/best.pth (checkpoint format) keeps the lowest validation loss.
+Under ``torchrun`` (WORLD_SIZE > 1) the run is data-parallel
 (DistributedDataParallel); ``batch_size`` is the global batch, split evenly between processes.
 """
 from __future__ import annotations
@@ -35,12 +40,15 @@ from evaluation.datasets import DatasetError
 from tracker.models import ModelConfig, build_model
 
 __all__ = [
-    "TrainConfig", "DataConfig", "SourceConfig", "RunConfig", "TrainingError", "Trainer", "WarmupExponentialDecay",
-    "read_config", "merge_overrides", "load_pairs", "export_weights", "distributed_env",
-    "CHECKPOINT_NAME",
+    "TrainConfig", "DataConfig", "SourceConfig", "RunConfig", "TrainingError", "Trainer", "build_lr_scheduler",
+    "read_config", "merge_overrides", "load_pairs", "load_validation_pairs", "export_weights", "distributed_env",
+    "CHECKPOINT_NAME", "BEST_NAME",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pth"
+BEST_NAME = "best.pth"                # the checkpoint of the lowest validation loss (train.val_every)
+HISTORY_CSV = "history.csv"
+TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_FORMAT = "ien-tracking/tracker-training"
 
 
@@ -73,10 +81,12 @@ class TrainConfig:
     log_every: int = 10               # steps between entries of the per-step history
     amp: bool = False                 # bfloat16 autocast on CUDA (ignored on CPU)
     init_from: str = ""               # tracker checkpoint whose weights start the run (fine-tuning)
+    val_every: int = 0                # steps between validation passes on held-out pairs (0 = none)
+    val_pairs: int = 128              # held-out pairs of each validation pass (the same ones every time)
 
     def __post_init__(self):
         ints = ("epochs", "pairs_per_epoch", "batch_size", "seed", "num_workers", "checkpoint_every",
-                "log_every")
+                "log_every", "val_every", "val_pairs")
         for name in ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -89,6 +99,8 @@ class TrainConfig:
             setattr(self, name, float(value))
         if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1:
             raise ConfigError("train.epochs, train.batch_size and train.log_every must be >= 1")
+        if self.seed < 0:
+            raise ConfigError(f"train.seed must be a non-negative integer, got {self.seed}")
         if self.pairs_per_epoch < self.batch_size:
             raise ConfigError(f"train.pairs_per_epoch ({self.pairs_per_epoch}) must be at least "
                               f"train.batch_size ({self.batch_size})")
@@ -101,8 +113,10 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "grad_clip", "beta"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.checkpoint_every < 0:
-            raise ConfigError("train.num_workers and train.checkpoint_every must be >= 0")
+        if self.num_workers < 0 or self.checkpoint_every < 0 or self.val_every < 0:
+            raise ConfigError("train.num_workers, train.checkpoint_every and train.val_every must be >= 0")
+        if self.val_pairs < 1:
+            raise ConfigError(f"train.val_pairs must be >= 1, got {self.val_pairs}")
         if self.ien_inputs not in ("z", "zx"):
             raise ConfigError(f"train.ien_inputs must be 'z' or 'zx', got {self.ien_inputs!r}")
         if not isinstance(self.ien_layer_weights, (list, tuple)):
@@ -153,7 +167,9 @@ class DataConfig:
     Either one folder (``path``), or a weighted mix of ``sources`` ([[data.sources]] tables; then
     ``path`` must stay "generated", its default). ``val_fraction`` > 0 holds that share of the
     video sources' source videos out of training (``evaluation.datasets.split_by_source`` with
-    ``val_seed``): the validation split that ``tools/evaluate.py --holdout`` evaluates.
+    ``val_seed``): the validation split that ``tools/evaluate.py --holdout`` evaluates and that
+    ``train.val_every`` validates on. The lone generated default (no ``sources``) is split the
+    same way; generated and photo sources inside a mix are never split.
     """
 
     path: str = "generated"           # "generated" = the embedded default dataset, else a folder
@@ -177,8 +193,8 @@ class DataConfig:
                 or not 0 <= self.val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction!r}")
         self.val_fraction = float(self.val_fraction)
-        if isinstance(self.val_seed, bool) or not isinstance(self.val_seed, int):
-            raise ConfigError(f"data.val_seed must be an integer, got {self.val_seed!r}")
+        if isinstance(self.val_seed, bool) or not isinstance(self.val_seed, int) or self.val_seed < 0:
+            raise ConfigError(f"data.val_seed must be a non-negative integer, got {self.val_seed!r}")
         if not isinstance(self.path, str) or not self.path:
             raise ConfigError(f"data.path must be a folder or 'generated', got {self.path!r}")
         if self.layout not in ("auto", "got10k", "otb"):
@@ -210,6 +226,9 @@ class RunConfig:
                 setattr(self, name, from_dict(cls, value, name))
             elif not isinstance(value, cls):
                 raise ConfigError(f"[{name}] must be a table, got {type(value).__name__}")
+        if self.train.val_every and self.data.val_fraction == 0:
+            raise ConfigError(f"train.val_every = {self.train.val_every} needs held-out videos: "
+                              "set data.val_fraction > 0 (e.g. 0.2)")
         group = self.model.backbone.group
         if self.train.beta > 0 and parse_group(group).is_plain:
             raise ConfigError(f"train.beta = {self.train.beta:g} needs orientation groups, but "
@@ -224,14 +243,17 @@ class RunConfig:
 
 
 def merge_overrides(base: dict, overrides: dict) -> dict:
-    """Deep-merge nested ``overrides`` into a copy of ``base`` (None values are skipped)."""
+    """Deep-merge nested ``overrides`` into a copy of ``base`` (None values are skipped). A section
+    of ``base`` that is not a table (``train = 5``) is an error, never silently replaced."""
     out = dict(base)
     for key, value in overrides.items():
         if value is None:
             continue
         if isinstance(value, dict):
             current = out.get(key, {})
-            out[key] = merge_overrides(current if isinstance(current, dict) else {}, value)
+            if not isinstance(current, dict):
+                raise ConfigError(f"[{key}] must be a table, got {type(current).__name__} {current!r}")
+            out[key] = merge_overrides(current, value)
         else:
             out[key] = value
     return out
@@ -253,22 +275,18 @@ def read_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 # ------------------------------------------------------------------------------------------------
 # learning-rate schedule
-class WarmupExponentialDecay:
-    """LR factor of step s: linear warm-up start→1 over ``warmup_steps``, then ``end ** t`` with t
-    going 0→1 over the remaining steps (exponential decay from lr to lr_end = lr · end)."""
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                       start_factor: float, end_factor: float) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up from lr · ``start_factor`` to lr over ``warmup_steps`` (LinearLR), then
+    exponential decay (ExponentialLR) reaching lr · ``end_factor`` at the run's last step."""
+    from torch.optim.lr_scheduler import ExponentialLR, LinearLR, SequentialLR
 
-    def __init__(self, total_steps: int, warmup_steps: int, start_factor: float, end_factor: float):
-        self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps)
-        self.start_factor = float(start_factor)
-        self.end_factor = float(end_factor)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.start_factor + (1.0 - self.start_factor) * step / self.warmup_steps
-        span = max(1, self.total_steps - 1 - self.warmup_steps)
-        t = min(1.0, (step - self.warmup_steps) / span)
-        return self.end_factor ** t
+    span = max(1, int(total_steps) - 1 - int(warmup_steps))
+    decay = ExponentialLR(optimizer, gamma=float(end_factor) ** (1.0 / span))
+    if warmup_steps <= 0:
+        return decay
+    warmup = LinearLR(optimizer, start_factor=float(start_factor), end_factor=1.0, total_iters=int(warmup_steps))
+    return SequentialLR(optimizer, [warmup, decay], milestones=[int(warmup_steps)])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,8 +295,7 @@ def load_pairs(config: RunConfig, workers: int = 1):
     """The pair dataset of a run config: one PairSampler (the embedded generated dataset or a
     GOT-10k/OTB folder), or a MixedPairs of the config's [[data.sources]]."""
     data = config.data
-    sources = data.sources or [SourceConfig(kind="generated" if data.path == "generated" else "video",
-                                            path=data.path)]
+    sources = data.sources or [_lone_source(data)]
     samplers = [_source_pairs(config, source, k, workers) for k, source in enumerate(sources)]
     if not data.sources:
         return samplers[0]
@@ -288,25 +305,46 @@ def load_pairs(config: RunConfig, workers: int = 1):
                       names=[f"{s.kind}:{s.path}" if s.path else s.kind for s in sources])
 
 
-def _source_pairs(config: RunConfig, source: SourceConfig, index: int, workers: int):
-    from evaluation.datasets import load_sequences, split_by_source
-    from training.pairs import FrameFilter, PairSampler, PhotoPairSampler, load_photos
+def load_validation_pairs(config: RunConfig, workers: int = 1):
+    """The held-out pairs of ``train.val_every``: ``train.val_pairs`` pairs of the sources' held-out
+    videos (``data.val_fraction``), without augmentation and with fixed seeds (``data.val_seed``),
+    so every pass sees the same crops. None when no source holds videos out."""
+    data = config.data
+    sources = data.sources or [_lone_source(data)]
+    samplers, weights, names = [], [], []
+    for k, source in enumerate(sources):
+        if not _is_split(config, source):
+            continue
+        held = _source_sequences(config, source, workers)[1]
+        if held:
+            samplers.append(_sampler(config, source, k, held, config.train.val_pairs, validation=True))
+            weights.append(source.weight)
+            names.append(f"{source.kind}:{source.path}" if source.path else source.kind)
+    if not samplers:
+        return None
+    if len(samplers) == 1:
+        return samplers[0]
+    from training.pairs import MixedPairs
 
-    data, m = config.data, config.model
-    # the sources of a mix draw independently; a lone source keeps the run's own seed
-    seed = config.train.seed + 1000 * index
-    rotation = source.max_rotation_deg
-    if rotation < 0:                     # unset: photos turn any way, the rest as data.max_rotation_deg
-        rotation = 180.0 if source.kind == "photos" else data.max_rotation_deg
-    common = dict(exemplar_size=m.exemplar_size, instance_size=m.instance_size, context=m.context,
-                  augment=data.augment, max_rotation_deg=rotation, seed=seed)
-    if not data.sources:                 # the single-folder form keeps SiamFC's frame filter
-        rules = FrameFilter()
-    else:
-        rules = FrameFilter(min_side=source.min_side, max_relative=source.max_relative)
-    if source.kind == "photos":
-        return PhotoPairSampler(load_photos(Path(source.path).expanduser()), config.train.pairs_per_epoch,
-                                frame_filter=rules, **common)
+    return MixedPairs(samplers, weights, config.train.val_pairs, data.val_seed, names=names)
+
+
+def _lone_source(data: DataConfig) -> SourceConfig:
+    return SourceConfig(kind="generated" if data.path == "generated" else "video", path=data.path)
+
+
+def _is_split(config: RunConfig, source: SourceConfig) -> bool:
+    """Whether ``source`` holds videos out: video sources, and the lone generated default."""
+    if config.data.val_fraction <= 0:
+        return False
+    return source.kind == "video" or (source.kind == "generated" and not config.data.sources)
+
+
+def _source_sequences(config: RunConfig, source: SourceConfig, workers: int) -> tuple[list, list]:
+    """(training, held-out) sequences of a video or generated source."""
+    from evaluation.datasets import load_sequences, split_by_source
+
+    data = config.data
     if source.kind == "generated":
         from evaluation.synthetic import default_dataset
 
@@ -314,10 +352,39 @@ def _source_pairs(config: RunConfig, source: SourceConfig, index: int, workers: 
     else:
         root = Path(source.path).expanduser()
     sequences = load_sequences(root, layout=data.layout, subset=data.subset or None)
-    if source.kind == "video" and data.val_fraction > 0:
-        sequences, _ = split_by_source(sequences, data.val_fraction, data.val_seed)
-    return PairSampler(sequences, config.train.pairs_per_epoch, frame_range=data.frame_range,
-                       frame_filter=rules, **common)
+    if _is_split(config, source):
+        return split_by_source(sequences, data.val_fraction, data.val_seed)
+    return sequences, []
+
+
+def _sampler(config: RunConfig, source: SourceConfig, index: int, items, pairs: int, validation: bool = False):
+    from training.pairs import FrameFilter, PairSampler, PhotoPairSampler
+
+    data, m = config.data, config.model
+    # the sources of a mix draw independently; a lone source keeps the run's own seed
+    seed = (data.val_seed if validation else config.train.seed) + 1000 * index
+    rotation = source.max_rotation_deg
+    if rotation < 0:                     # unset: photos turn any way, the rest as data.max_rotation_deg
+        rotation = 180.0 if source.kind == "photos" else data.max_rotation_deg
+    common = dict(exemplar_size=m.exemplar_size, instance_size=m.instance_size, context=m.context,
+                  augment=data.augment and not validation, max_rotation_deg=rotation, seed=seed)
+    if not data.sources:                 # the single-folder form keeps SiamFC's frame filter
+        rules = FrameFilter()
+    else:
+        rules = FrameFilter(min_side=source.min_side, max_relative=source.max_relative)
+    if source.kind == "photos":
+        return PhotoPairSampler(items, pairs, frame_filter=rules, **common)
+    return PairSampler(items, pairs, frame_range=data.frame_range, frame_filter=rules, **common)
+
+
+def _source_pairs(config: RunConfig, source: SourceConfig, index: int, workers: int):
+    if source.kind == "photos":
+        from training.pairs import load_photos
+
+        items = load_photos(Path(source.path).expanduser())
+    else:
+        items = _source_sequences(config, source, workers)[0]
+    return _sampler(config, source, index, items, config.train.pairs_per_epoch)
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -494,6 +561,21 @@ class _LossModule(nn.Module):
         return (per_layer / energy.clamp_min(1e-12)).mean()
 
 
+@torch.no_grad()
+def response_peaks(model: nn.Module, z_feat: torch.Tensor, x_feat: torch.Tensor) -> torch.Tensor:
+    """(B, 2) x, y in search-crop pixels of the highest response: the SiamFC score cell, or the
+    centre of the SiamRPN anchor with the highest foreground probability."""
+    out = model.head(z_feat, x_feat)
+    if isinstance(out, tuple):                       # SiamRPN: cls (B, 2A, R, R), loc
+        cls = out[0]
+        foreground = torch.softmax(cls.reshape(cls.shape[0], 2, -1).float(), dim=1)[:, 1]   # (B, A·R·R)
+        return model.anchors().to(cls.device)[foreground.argmax(1), :2]
+    side = out.shape[-1]                             # SiamFC: (B, 1, R, R)
+    best = out.reshape(out.shape[0], -1).argmax(1)
+    cells = torch.stack([best % side, best // side], 1).float()
+    return (cells - (side - 1) / 2.0) * model.stride + model.config.instance_size / 2.0
+
+
 # ------------------------------------------------------------------------------------------------
 class Trainer:
     """Trains one tracker config; ``fit`` runs (or continues) it, writing OUT/checkpoint.pth.
@@ -537,16 +619,22 @@ class Trainer:
                                          weight_decay=train.weight_decay)
         self.steps_per_epoch = train.pairs_per_epoch // train.batch_size
         self.total_steps = train.epochs * self.steps_per_epoch
-        self.schedule = WarmupExponentialDecay(
-            self.total_steps, round(train.warmup_epochs * self.steps_per_epoch),
-            train.warmup_start_factor, train.lr_end / train.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.scheduler = self._new_scheduler()
         self.step = 0
         self.epoch = 0                       # completed epochs
         self.history: dict = {"epochs": [], "steps": []}
+        self.best_val: dict | None = None    # {"step", "val_loss", "val_peak_hit"} of OUT/best.pth
+        self._val_pairs = None
+        self._csv_fields: list | None = None
+        self._tensorboard = None
         self._sums: dict[str, float] = {}
         self._count = 0
+        self._reported_frames: set[int] = set()   # ids of unreadable training frames already warned about
         self._last_lr = train.lr
+        # time and pairs the current epoch spent before this fit() call (a resumed run), and the
+        # (wall time, step) this call's part of the epoch started at: history's rates span resumes
+        self._epoch_carried: tuple[float, int] = (0.0, 0)
+        self._epoch_mark: tuple[float, int] | None = None
         self._stop_requested = False
         self._pairs = None
         if self.device.type == "cuda":
@@ -556,6 +644,28 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT_NAME
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / BEST_NAME
+
+    def _new_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        train = self.config.train
+        return build_lr_scheduler(self.optimizer, self.total_steps, round(train.warmup_epochs * self.steps_per_epoch),
+                                  train.warmup_start_factor, train.lr_end / train.lr)
+
+    def _replay_scheduler(self, steps: int) -> None:
+        """Bring a fresh scheduler to ``steps`` (a checkpoint of the former hand-written LambdaLR
+        schedule, whose state does not fit the library schedulers')."""
+        import warnings
+
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.get("initial_lr", self.config.train.lr)
+        self.scheduler = self._new_scheduler()
+        with warnings.catch_warnings():          # "scheduler.step() before optimizer.step()"
+            warnings.simplefilter("ignore")
+            for _ in range(steps):
+                self.scheduler.step()
 
     @property
     def watched_names(self) -> list[str]:
@@ -577,10 +687,12 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
-            "epoch_sums": {"sums": dict(self._sums), "count": self._count},
+            "epoch_sums": {"sums": dict(self._sums), "count": self._count,
+                           **dict(zip(("seconds", "pairs"), self._epoch_progress()))},
             "rng": states,
             "world_size": self.world,
             "history": self.history,
+            "best_val": self.best_val,
         }
 
     def load_state_dict(self, ckpt: dict) -> None:
@@ -588,11 +700,18 @@ class Trainer:
             raise CheckpointError("not a tracker training checkpoint (no optimizer state to resume from)")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        scheduler = ckpt.get("scheduler")
+        if isinstance(scheduler, dict) and scheduler.keys() == self.scheduler.state_dict().keys():
+            self.scheduler.load_state_dict(scheduler)
+        else:
+            self._replay_scheduler(self.step)
         self._sums = dict(ckpt["epoch_sums"]["sums"])
         self._count = int(ckpt["epoch_sums"]["count"])
+        self._epoch_carried = (float(ckpt["epoch_sums"].get("seconds", 0.0)), int(ckpt["epoch_sums"].get("pairs", 0)))
+        self._epoch_mark = None
         self.history = ckpt["history"]
+        self.best_val = ckpt.get("best_val")
         states = ckpt["rng"]
         _set_rng_state(states[self.rank] if self.rank < len(states) else states[0], self.device)
 
@@ -655,7 +774,142 @@ class Trainer:
         for name, value in zip(self.watched_names, flat[len(names):]):
             result[f"ien/{name}"] = value
         result["lr"] = self._last_lr = lr
+        if "skipped_frames" in batch:        # unreadable frames the pair samplers skipped: warned once per file
+            from training.pairs import report_skipped_frames
+
+            result["skipped_frames"] = float(report_skipped_frames(batch, self._reported_frames, self.pairs()))
         return result
+
+    # -- validation ----------------------------------------------------------------------------
+    def validation_pairs(self):
+        """The fixed held-out pairs of ``train.val_every`` (see :func:`load_validation_pairs`)."""
+        if self._val_pairs is None:
+            self._val_pairs = load_validation_pairs(self.config, workers=self.num_workers)
+            if self._val_pairs is None:
+                raise TrainingError("train.val_every: no source holds videos out (only video sources and the lone "
+                                    "generated default are split by data.val_fraction)")
+        return self._val_pairs
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Tracking loss and response-peak hit rate of the model (eval mode) on the held-out pairs.
+
+        A hit: the highest response lies within ``R_POS`` search-crop pixels of the target centre.
+        The pairs, their crops and the RPN's anchor sampling are the same in every pass, so passes
+        compare the weights alone. Uses no global random state (a resumed run stays exact).
+        """
+        pairs = self.validation_pairs()
+        model, dev, train = self.model, self.device, self.config.train
+        amp = train.amp and dev.type == "cuda"
+        generator = torch.Generator().manual_seed(self.config.data.val_seed)
+        loss_sum, hits, count = 0.0, 0.0, 0
+        was_training = model.training
+        model.eval()
+        try:
+            for start in range(0, len(pairs), train.batch_size):
+                batch = torch.utils.data.default_collate(
+                    [pairs[i] for i in range(start, min(len(pairs), start + train.batch_size))])
+                z = torch.as_tensor(batch["z"]).to(dev, torch.float32)
+                x = torch.as_tensor(batch["x"]).to(dev, torch.float32)
+                box_x = torch.as_tensor(batch["box_x"]).to(dev, torch.float32)
+                with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
+                    z_feat, x_feat = model.extract(z).out, model.extract(x).out
+                    loss = model.losses(z_feat, x_feat, box_x, generator=generator)["total"]
+                    peaks = response_peaks(model, z_feat, x_feat)
+                centre = (box_x[:, :2] + box_x[:, 2:]) / 2
+                hits += float(((peaks.float() - centre).norm(dim=1) <= model.R_POS).sum())
+                loss_sum += float(loss) * z.shape[0]
+                count += z.shape[0]
+        finally:
+            model.train(was_training)
+        return {"val_loss": loss_sum / count, "val_peak_hit": hits / count}
+
+    def _validate_and_keep_best(self) -> dict[str, float]:
+        """A validation pass; a new lowest loss writes OUT/best.pth (every rank must call: rank 0
+        measures and broadcasts, so every process takes the same best.pth decision)."""
+        if self.world == 1:
+            values = self.validate()
+        else:
+            measured = self.validate() if self.is_main else {"val_loss": 0.0, "val_peak_hit": 0.0}
+            shared = torch.tensor([measured["val_loss"], measured["val_peak_hit"]], dtype=torch.float64,
+                                  device=self.device if self.device.type == "cuda" else "cpu")
+            torch.distributed.broadcast(shared, src=0)
+            values = dict(zip(("val_loss", "val_peak_hit"), shared.tolist()))
+        if self.best_val is None or values["val_loss"] < self.best_val["val_loss"]:
+            self.best_val = {"step": self.step, **values}
+            state = self.state_dict()
+            if self.is_main:
+                save_atomic(state, self.best_path)
+        return values
+
+    # -- logs ----------------------------------------------------------------------------------
+    def _open_logs(self) -> None:
+        """Rewrite history.csv from the (resumed) history; open the TensorBoard writer (rank 0)."""
+        if not self.is_main:
+            return
+        self._rewrite_csv()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("warning: the tensorboard package is not installed: no TensorBoard logs (pip install tensorboard); "
+                  f"history.csv and history.json are written to {self.out_dir}", file=sys.stderr)
+            return
+        # purge_step: events of steps after the resumed checkpoint (a killed run's tail) are dropped
+        self._tensorboard = SummaryWriter(str(self.out_dir / TENSORBOARD_DIR),
+                                          purge_step=self.step + 1 if self.step else None)
+
+    def _close_logs(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+
+    def _log(self, values: dict[str, float], val: dict[str, float] | None) -> None:
+        """One logged step: a history row (history.json, a history.csv line) and TensorBoard scalars."""
+        row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
+               **{k: round(v, 6) for k, v in values.items() if not k.startswith("ien/")}, **(val or {})}
+        self.history["steps"].append(row)
+        self._append_csv(row)
+        if self._tensorboard is not None:
+            for key, value in values.items():
+                self._tensorboard.add_scalar(f"train/{key}", value, self.step)
+            for key, value in (val or {}).items():
+                self._tensorboard.add_scalar(f"val/{key[4:]}", value, self.step)
+
+    def _csv_columns(self, rows: list[dict]) -> list[str]:
+        columns = ["step", "epoch"]
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+        if self.config.train.val_every:
+            columns += [k for k in ("val_loss", "val_peak_hit") if k not in columns]
+        return columns
+
+    def _rewrite_csv(self) -> None:
+        import csv
+        import io
+
+        from evaluation.atomic import write_text_atomic
+
+        path, rows = self.out_dir / HISTORY_CSV, self.history["steps"]
+        if not rows:
+            path.unlink(missing_ok=True)
+            self._csv_fields = None
+            return
+        self._csv_fields = self._csv_columns(rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, self._csv_fields, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(path, text.getvalue())
+
+    def _append_csv(self, row: dict) -> None:
+        """Append one line; a killed run's partial last line is replaced by the rewrite on resume."""
+        import csv
+
+        if self._csv_fields is None or any(k not in self._csv_fields for k in row):
+            self._rewrite_csv()               # the first row, or a new column: the whole file again
+            return
+        with open(self.out_dir / HISTORY_CSV, "a", newline="") as f:
+            csv.DictWriter(f, self._csv_fields, restval="", lineterminator="\n").writerow(row)
 
     # -- the loop ------------------------------------------------------------------------------
     def _loader(self, epoch: int, start_step: int):
@@ -686,6 +940,15 @@ class Trainer:
         vals = t.tolist()
         return dict(zip(names, vals[:-1])), int(vals[-1])
 
+    def _epoch_progress(self) -> tuple[float, int]:
+        """Seconds and pairs of the current epoch so far, counting the calls before a resume."""
+        seconds, pairs = self._epoch_carried
+        if self._epoch_mark is not None:
+            started, first_step = self._epoch_mark
+            seconds += time.time() - started
+            pairs += (self.step - first_step) * self.config.train.batch_size
+        return seconds, pairs
+
     def _finish_epoch(self, epoch: int, seconds: float, pairs: int) -> dict:
         sums, count = self._reduce_sums()
         record = {"epoch": epoch + 1, "step": self.step, "lr": self._last_lr}
@@ -694,6 +957,8 @@ class Trainer:
             mean = value / max(1, count)
             if key.startswith("ien/"):
                 layers[key[4:]] = mean
+            elif key == "skipped_frames":
+                record[key] = value          # the epoch's total, not a mean per step
             elif key != "lr":
                 record[key] = mean
         if layers:
@@ -716,6 +981,16 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _write_json_atomic(self.config.to_dict(), self.out_dir / "config.json")
         self.pairs()                          # data errors before any progress output
+        if train.val_every:
+            self.validation_pairs()
+        self._open_logs()
+        try:
+            return self._fit(max_steps)
+        finally:
+            self._close_logs()
+
+    def _fit(self, max_steps: int | None) -> dict:
+        train = self.config.train
         stop_at = self.total_steps if max_steps is None else min(self.total_steps, self.step + int(max_steps))
         started, start_step = time.time(), self.step
         stopped = False
@@ -724,7 +999,7 @@ class Trainer:
         while self.step < stop_at and not stopped:
             epoch = self.step // self.steps_per_epoch
             first = self.step - epoch * self.steps_per_epoch
-            epoch_started, epoch_first_step = time.time(), self.step
+            self._epoch_mark = (time.time(), self.step)
             bar = tqdm(total=self.steps_per_epoch, initial=first, disable=not self.progress,
                        desc=f"epoch {epoch + 1}/{train.epochs}", unit="step", dynamic_ncols=True,
                        leave=True, file=sys.stderr)
@@ -734,10 +1009,15 @@ class Trainer:
                     for key, value in values.items():
                         self._sums[key] = self._sums.get(key, 0.0) + value
                     self._count += 1
-                    if self.step % train.log_every == 0 and self.is_main:
-                        self.history["steps"].append(
-                            {"step": self.step, **{k: round(v, 6) for k, v in values.items()
-                                                   if not k.startswith("ien/")}})
+                    val = None
+                    if train.val_every and self.step % train.val_every == 0:
+                        val = self._validate_and_keep_best()
+                        if self.is_main:
+                            best = " (best)" if self.best_val["step"] == self.step else ""
+                            tqdm.write(f"step {self.step}: val_loss {val['val_loss']:.4f}, "
+                                       f"val_peak_hit {val['val_peak_hit']:.3f}{best}", file=sys.stderr)
+                    if self.is_main and (self.step % train.log_every == 0 or val):
+                        self._log(values, val)
                     shown = {"loss": values["loss"], "trk": values["tracking"]}
                     if "ien" in values:
                         shown["ien"] = values["ien"]
@@ -764,8 +1044,8 @@ class Trainer:
             finally:
                 bar.close()
             if self.step % self.steps_per_epoch == 0:
-                pairs = (self.step - epoch_first_step) * train.batch_size
-                record = self._finish_epoch(epoch, time.time() - epoch_started, pairs)
+                record = self._finish_epoch(epoch, *self._epoch_progress())
+                self._epoch_carried, self._epoch_mark = (0.0, 0), (time.time(), self.step)
                 self.epoch = epoch + 1
                 if self.is_main:
                     brief = {k: round(v, 5) for k, v in record.items() if isinstance(v, float)}
@@ -807,19 +1087,17 @@ class Trainer:
             "world_size": self.world,
             "device": str(self.device),
             "checkpoint": str(self.checkpoint_path),
+            "best_val": self.best_val,
+            "best_checkpoint": str(self.best_path) if self.best_val else None,
         }
 
 
 def _write_json_atomic(obj, path: Path) -> None:
+    from evaluation.atomic import write_text_atomic       # umask mode; a killed run's temporary is cleaned
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------

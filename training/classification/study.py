@@ -79,6 +79,8 @@ def load_study(path: str | Path, epochs: int | None = None, only: list[str] | No
             raise StudyError(f"{path}: two runs are named {name!r}")
         if not all(c.isalnum() or c in "-_." for c in name):
             raise StudyError(f"{path}: run name {name!r} may use only letters, digits, '-', '_' and '.'")
+        if name.startswith("."):       # '.', '..' would be --out itself or its parent; '.x' hidden
+            raise StudyError(f"{path}: run name {name!r} must not start with '.' (it names a folder inside --out)")
         names.add(name)
         cfg_dict = _merge(defaults, {k: v for k, v in entry.items() if k not in RUN_KEYS})
         if epochs is not None:
@@ -99,6 +101,16 @@ def load_study(path: str | Path, epochs: int | None = None, only: list[str] | No
     return doc.get("title", path.stem), runs
 
 
+def _authors_accuracy(m: dict) -> float | None:
+    """The authors' protocol (best epoch on the doubled test set), in %; None when not measured."""
+    acc = (m.get("protocols") or {}).get("authors", {}).get("accuracy")
+    return None if acc is None else 100.0 * acc
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
 def _row(run: StudyRun, m: dict, by_name: dict) -> dict:
     cfg = m["config"]
     row = {
@@ -106,6 +118,7 @@ def _row(run: StudyRun, m: dict, by_name: dict) -> dict:
         "width": cfg["backbone"]["width_mult"], "beta": cfg["beta"], "epochs": m["epochs_trained"],
         "params": m["parameters"]["total"], "channels": m["channels"]["total"],
         "accuracy": 100.0 * m["test_accuracy"], "eq_error": m["equivariance_error"]["mean"],
+        "accuracy_authors": _authors_accuracy(m), "authors_epoch": (m.get("protocols") or {}).get("authors", {}).get("epoch"),
         "eq_error_last": list(m["equivariance_error"]["per_layer"].values())[-1],
         "train_seconds": m["time"]["train_seconds"], "per_layer": m["equivariance_error"]["per_layer"],
     }
@@ -139,11 +152,14 @@ def seed_groups(runs: list[StudyRun], rows: list[dict]) -> list[dict]:
         if len(names) < 2:
             continue
         acc = [by_run[n]["accuracy"] for n in names]
+        authors = [by_run[n].get("accuracy_authors") for n in names]
         cfg = json.loads(key)
         summary.append({
             "runs": names, "n": len(names), "beta": cfg["beta"], "group": cfg["backbone"]["group"],
             "layer_weights": cfg.get("layer_weights"),
             "accuracy_mean": statistics.fmean(acc), "accuracy_sd": statistics.stdev(acc),
+            "accuracy_authors_mean": None if None in authors else statistics.fmean(authors),
+            "accuracy_authors_sd": None if None in authors else statistics.stdev(authors),
             "eq_error_mean": statistics.fmean(by_run[n]["eq_error"] for n in names),
             "eq_error_last_mean": statistics.fmean(by_run[n]["eq_error_last"] for n in names),
         })
@@ -154,12 +170,16 @@ def markdown_seed_table(summary: list[dict]) -> str:
     if not summary:
         return ""
     lines = ["Runs that differ only in the seed (mean over seeds; accuracy ± sample SD):", "",
-             "| runs | group | β | IEN layer weights | n | test acc (%) | eq. error (mean) | eq. error (last layer) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| runs | group | β | IEN layer weights | n | test acc, ours: last epoch (%) | "
+             "acc, authors': best epoch, doubled test (%) | eq. error (mean) | eq. error (last layer) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for g in summary:
         weights = "all 1" if not g["layer_weights"] else ", ".join(f"{w:g}" for w in g["layer_weights"])
         lines.append(f"| {', '.join(g['runs'])} | {g['group']} | {g['beta']:g} | {weights} | {g['n']} | "
-                     f"{g['accuracy_mean']:.2f} ± {g['accuracy_sd']:.2f} | {_err(g['eq_error_mean'])} | "
+                     f"{g['accuracy_mean']:.2f} ± {g['accuracy_sd']:.2f} | "
+                     + ("–" if g.get("accuracy_authors_mean") is None else
+                        f"{g['accuracy_authors_mean']:.2f} ± {g['accuracy_authors_sd']:.2f}")
+                     + f" | {_err(g['eq_error_mean'])} | "
                      f"{_err(g['eq_error_last_mean'])} |")
     return "\n".join(lines) + "\n"
 
@@ -167,18 +187,25 @@ def markdown_seed_table(summary: list[dict]) -> str:
 def markdown_table(title: str, rows: list[dict], command: str, seeds: list[dict] | None = None) -> str:
     lines = [
         f"## {title}", "", f"`{command}`", "",
-        "| run | model | group | width | β | epochs | params | channels | test acc (%) | eq. error (mean) | eq. error (last layer) | vs twin: channels / acc | train time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | model | group | width | β | epochs | params | channels | test acc, ours: last epoch (%) | "
+        "acc, authors': best epoch, doubled test (%) | eq. error (mean) | eq. error (last layer) | "
+        "vs twin: channels / acc | train time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         twin = (f"{r['twin']}: {100 * r['channels_vs_twin']:+.0f}% / {r['accuracy_vs_twin']:+.2f}"
                 if "twin" in r else "")
         lines.append(
             f"| {r['run']} | {r['model']} | {r['group']} | {r['width']:g} | {r['beta']:g} | {r['epochs']} | "
-            f"{r['params']:,} | {r['channels']} | {r['accuracy']:.2f} | {_err(r['eq_error'])} | "
+            f"{r['params']:,} | {r['channels']} | {r['accuracy']:.2f} | "
+            f"{_pct(r.get('accuracy_authors'))}{'' if r.get('authors_epoch') is None else ' (ep. ' + str(r['authors_epoch']) + ')'} | "
+            f"{_err(r['eq_error'])} | "
             f"{_err(r['eq_error_last'])} | {twin} | {r['train_seconds']:.0f} |"
         )
-    lines += ["", "Equivariance error per watched layer (‖P f(Tx) − T P f(x)‖ / ‖P f(x)‖ on test images, "
+    lines += ["", "Ours: the last epoch's model on the test set once. Authors': the best epoch by accuracy on "
+              "the doubled test set (each test image and one rotated copy), the protocol of their code; "
+              "optimistic, since the test set picks the epoch.",
+              "", "Equivariance error per watched layer (‖P f(Tx) − T P f(x)‖ / ‖P f(x)‖ on test images, "
               "mean over the group's non-identity elements):", "",
               "| run | per-layer error |", "|---|---|"]
     for r in rows:
@@ -189,9 +216,6 @@ def markdown_table(title: str, rows: list[dict], command: str, seeds: list[dict]
 
 
 def save_plot(title: str, rows: list[dict], path: Path) -> None:
-    import os
-    import tempfile
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,24 +246,21 @@ def save_plot(title: str, rows: list[dict], path: Path) -> None:
         a.tick_params(axis="x", rotation=35, labelsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
+    from evaluation.atomic import write_with_atomic      # umask mode, no link replaced, stale temporaries cleaned
+
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        write_with_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_outputs(title: str, rows: list[dict], out: Path, study_path, command: str,
                   seeds: list[dict] | None = None) -> None:
+    from evaluation.atomic import write_text_atomic
+
     from .engine import write_json_atomic
 
-    tmp = out / "results.md.tmp"
-    tmp.write_text(markdown_table(title, rows, command, seeds))
-    tmp.replace(out / "results.md")
+    write_text_atomic(out / "results.md", markdown_table(title, rows, command, seeds))
     write_json_atomic({"title": title, "study": str(study_path), "command": command, "rows": rows,
                        "seed_groups": seeds or []}, out / "results.json")
     try:
@@ -249,7 +270,6 @@ def write_outputs(title: str, rows: list[dict], out: Path, study_path, command: 
 
 
 def run_study(study_path, out, epochs=None, only=None, device=None, progress=True, command="", log=print) -> list[dict]:
-    from .datasets import load_dataset
     from .engine import resolve_device, train
 
     title, runs = load_study(study_path, epochs, only)
@@ -263,11 +283,8 @@ def run_study(study_path, out, epochs=None, only=None, device=None, progress=Tru
         cfg = run.config
         log(f"[{i}/{len(runs)}] {run.name}: {cfg.backbone.name} {cfg.backbone.group} width {cfg.backbone.width_mult:g} "
             f"beta {cfg.beta:g}, {cfg.epochs} epochs")
-        key = (cfg.dataset, cfg.data, cfg.image_size, cfg.seed)
-        if key not in cache:
-            cache[key] = load_dataset(cfg.dataset, cfg.data, cfg.image_size, seed=cfg.seed)
         metrics[run.name] = train(cfg, out / run.name, resume=True, device=device, progress=progress,
-                                  log=lambda s: log("    " + s), data=cache[key])
+                                  log=lambda s: log("    " + s), data_cache=cache)
         # the table and plot are rewritten after every run: an interrupted study still has them
         rows = [_row(r, metrics[r.name], metrics) for r in runs if r.name in metrics]
         write_outputs(title, rows, out, study_path, command, seed_groups(runs, rows))
@@ -297,7 +314,10 @@ def main(argv=None) -> int:
     from .datasets import DatasetError
     from .engine import TrainError
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be a positive integer, got {args.threads}", file=sys.stderr)
+            return 2
         torch.set_num_threads(args.threads)
     if args.epochs is not None and args.epochs < 1:
         print("error: --epochs must be positive", file=sys.stderr)
@@ -308,6 +328,11 @@ def main(argv=None) -> int:
                          args.device, not args.no_progress, command)
     except (StudyError, ConfigError, GroupSpecError, DatasetError, CheckpointError, TrainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        from evaluation.atomic import describe_os_error
+
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)

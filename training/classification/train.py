@@ -19,10 +19,10 @@ DEFAULT_WIDTH = {"rot-digits": 0.5}  # paper widths (1.0) elsewhere
 
 # (option, config key, type, help); defaults come from TrainConfig / BackboneConfig
 CONFIG_OPTIONS = [
-    ("--dataset", "dataset", str, "rot-digits (built in, default), rot-mnist, rot-tinyimagenet, r2-tinyimagenet, scale-mnist, stl10"),
+    ("--dataset", "dataset", str, "rot-digits (built in, default), rot-mnist, rot-mnist-built, rot-fashion-mnist, rot-tinyimagenet, r2-tinyimagenet, scale-mnist, stl10"),
     ("--data", "data", str, "folder with the dataset's files (all datasets but rot-digits)"),
-    ("--image-size", "image_size", int, "resize images to this size (default: 28 for digits/MNIST, 64 for TinyImageNet, 96 for STL-10)"),
-    ("--model", "backbone.name", str, "cnnbasic (default), vgg, resnet18, resnet22, e2-cnnbasic, e2-resnet22"),
+    ("--image-size", "image_size", int, "resize images to this size (default: the dataset's 28/64/96 px moved up to a size the model is exactly equivariant at, e.g. 65 for resnet18 on 64 px data)"),
+    ("--model", "backbone.name", str, "cnnbasic (default), authors-cnnbasic, vgg, resnet18, resnet22, e2-cnnbasic, e2-resnet22"),
     ("--group", "backbone.group", str, "R4 (default), R8, R16, R4R, R8-4-2-1, R4-2-1, R8-4-2-1:8,4,2,1, ... or none"),
     ("--width-mult", "backbone.width_mult", float, "channel width multiplier (default 0.5 on rot-digits, else 1.0 = paper widths)"),
     ("--beta", "beta", float, "weight of the IEN loss; 0 = plain CNN baseline (default 1)"),
@@ -34,11 +34,15 @@ CONFIG_OPTIONS = [
     ("--weight-decay", "weight_decay", float, "Adam weight decay (default 1e-7)"),
     ("--lr-cycle-epochs", "lr_cycle_epochs", int, "epochs per cosine cycle (default: the whole run)"),
     ("--lr-cycle-decay", "lr_cycle_decay", float, "peak factor at each restart (default 1)"),
+    ("--lr-schedule", "lr_schedule", str, "cosine (default: from lr-max down) or authors (their warm-up quarter, then down; lr-min after the cycle)"),
     ("--seed", "seed", int, "seed of init, shuffling, transforms and rot-digits/scale-mnist generation (default 0)"),
     ("--ien-scales", "ien_scales", "floats", "lo,hi zoom range of T (scale-mnist default 0.667,1.5)"),
     ("--train-limit", "train_limit", int, "use only the first N training images"),
     ("--test-limit", "test_limit", int, "use only the first N test images"),
     ("--eq-images", "eq_images", int, "test images for the equivariance error (default 64)"),
+    ("--head", "head", str, "classifier head: linear or authors (Linear-BatchNorm1d-ELU-Linear; default: authors for authors-cnnbasic, else linear)"),
+    ("--init", "init", str, "default (PyTorch's) or xavier (Xavier-uniform, biases 0.01; default for authors-cnnbasic)"),
+    ("--input-norm", "input_norm", str, "standardize (train-set mean/std) or unit (raw [0, 1] pixels; default for authors-cnnbasic)"),
 ]
 
 
@@ -67,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (default: cuda if present), cpu, cuda, cuda:1")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-eval-each-epoch", dest="eval_each_epoch", action="store_false", default=argparse.SUPPRESS,
+                   help="skip the per-epoch doubled-test evaluation (no authors'-protocol accuracy)")
     return p
 
 
@@ -85,6 +91,8 @@ def explicit_overrides(args: argparse.Namespace) -> dict:
             over.setdefault("backbone", {})[dest] = value
         else:
             over[key] = value
+    if hasattr(args, "eval_each_epoch"):
+        over["eval_each_epoch"] = args.eval_each_epoch
     return over
 
 
@@ -120,7 +128,10 @@ def main(argv=None) -> int:
     from .datasets import DatasetError
     from .engine import TrainConfig, TrainError, load_run_config, train
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be a positive integer, got {args.threads}", file=sys.stderr)
+            return 2
         torch.set_num_threads(args.threads)
     try:
         over = explicit_overrides(args)
@@ -134,6 +145,11 @@ def main(argv=None) -> int:
         train(cfg, out, resume=args.resume, device=args.device, progress=not args.no_progress)
     except (CLIError, ConfigError, GroupSpecError, DatasetError, CheckpointError, TrainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        from evaluation.atomic import describe_os_error
+
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: continue with --resume", file=sys.stderr)
