@@ -83,6 +83,7 @@ class TrainConfig:
     init_from: str = ""               # tracker checkpoint whose weights start the run (fine-tuning)
     val_every: int = 0                # steps between validation passes on held-out pairs (0 = none)
     val_pairs: int = 128              # held-out pairs of each validation pass (the same ones every time)
+    channels_last: bool = False       # model and image batches in torch.channels_last memory format (NHWC)
 
     def __post_init__(self):
         ints = ("epochs", "pairs_per_epoch", "batch_size", "seed", "num_workers", "checkpoint_every",
@@ -125,8 +126,9 @@ class TrainConfig:
             self.ien_layer_weights = [float(w) for w in self.ien_layer_weights]
         except (TypeError, ValueError):
             raise ConfigError(f"train.ien_layer_weights must be numbers, got {self.ien_layer_weights!r}") from None
-        if not isinstance(self.amp, bool):
-            raise ConfigError(f"train.amp must be true or false, got {self.amp!r}")
+        for name in ("amp", "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.init_from, str):
             raise ConfigError(f"train.init_from must be a checkpoint path (a string), got {self.init_from!r}")
 
@@ -606,6 +608,8 @@ class Trainer:
         if train.init_from and not (self.out_dir / CHECKPOINT_NAME).is_file():   # (a resume loads its own)
             self.initialized_from = initialize_from(self.model, train.init_from)
         self.model = self.model.to(self.device)
+        if train.channels_last:              # 4-D weights NHWC; load_state_dict/resume keep the format
+            self.model = self.model.to(memory_format=torch.channels_last)
         if train.ien_layer_weights and len(train.ien_layer_weights) != len(self.model.backbone.watched_names):
             raise ConfigError(f"train.ien_layer_weights has {len(train.ien_layer_weights)} entries for the "
                               f"{len(self.model.backbone.watched_names)} watched layers "
@@ -740,13 +744,19 @@ class Trainer:
                 torch.distributed.barrier()
         return self._pairs
 
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
+        """An image batch in the run's memory format (``train.channels_last``: NHWC strides)."""
+        if self.config.train.channels_last:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
     def train_step(self, batch: dict) -> dict[str, float]:
         """One optimizer step on a collated batch {"z", "x", "box_x", ...}; returns the step's losses."""
         train = self.config.train
         self.model.train()
         dev = self.device
-        z = torch.as_tensor(batch["z"]).to(dev, torch.float32, non_blocking=True)
-        x = torch.as_tensor(batch["x"]).to(dev, torch.float32, non_blocking=True)
+        z = self._images(torch.as_tensor(batch["z"]).to(dev, torch.float32, non_blocking=True))
+        x = self._images(torch.as_tensor(batch["x"]).to(dev, torch.float32, non_blocking=True))
         box_x = torch.as_tensor(batch["box_x"]).to(dev, torch.float32, non_blocking=True)
         amp = train.amp and dev.type == "cuda"
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
@@ -809,8 +819,8 @@ class Trainer:
             for start in range(0, len(pairs), train.batch_size):
                 batch = torch.utils.data.default_collate(
                     [pairs[i] for i in range(start, min(len(pairs), start + train.batch_size))])
-                z = torch.as_tensor(batch["z"]).to(dev, torch.float32)
-                x = torch.as_tensor(batch["x"]).to(dev, torch.float32)
+                z = self._images(torch.as_tensor(batch["z"]).to(dev, torch.float32))
+                x = self._images(torch.as_tensor(batch["x"]).to(dev, torch.float32))
                 box_x = torch.as_tensor(batch["box_x"]).to(dev, torch.float32)
                 with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
                     z_feat, x_feat = model.extract(z).out, model.extract(x).out
