@@ -125,8 +125,16 @@ def _names_file(path: Path) -> list[str]:
     return names
 
 
-def _only(candidates: dict, names, folder: Path, skip_bad: bool) -> list[str]:
-    return _select(list(candidates), names, folder, skip_bad)
+def _load_each(candidates: dict, names, folder: Path, skip_bad: bool, load) -> list[Sequence]:
+    """``load(name)`` for each selected candidate name; a DatasetError is one bad sequence
+    (skipped with a warning under ``skip_bad``, else raised)."""
+    sequences = []
+    for name in _select(list(candidates), names, folder, skip_bad):
+        try:
+            sequences.append(load(name))
+        except DatasetError as exc:
+            _handle_bad(exc, skip_bad)
+    return sequences
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,13 +224,7 @@ def _load_lasot(root: Path, subset, names, skip_bad) -> list[Sequence]:
                 _handle_bad(DatasetError(f"LaSOT {subset} sequence {name!r} not found in {root}"),
                             skip_bad)
         folders = {n: folders[n] for n in wanted if n in folders}
-    sequences = []
-    for name in _only(folders, names, root, skip_bad):
-        try:
-            sequences.append(_lasot_sequence(folders[name]))
-        except DatasetError as exc:
-            _handle_bad(exc, skip_bad)
-    return sequences
+    return _load_each(folders, names, root, skip_bad, lambda name: _lasot_sequence(folders[name]))
 
 
 def _lasot_sequence(folder: Path) -> BenchmarkSequence:
@@ -306,16 +308,14 @@ def _load_uav123(root: Path, subset, names, skip_bad, frame_ranges=None) -> list
     candidates = {p.stem: p for p in sorted(anno_dir.glob("*.txt"))}
     if not candidates:
         raise DatasetError(f"no annotation files (*.txt) in {anno_dir}")
-    sequences = []
-    for name in _only(candidates, names, anno_dir, skip_bad):
-        try:
-            if name not in ranges:
-                raise DatasetError(f"no frame range for UAV123 sequence {name!r} (give the "
-                                   "benchmark's configSeqs.m as the frame-ranges file)")
-            sequences.append(_uav_sequence(name, candidates[name], frames_root, ranges[name]))
-        except DatasetError as exc:
-            _handle_bad(exc, skip_bad)
-    return sequences
+
+    def load(name: str) -> BenchmarkSequence:
+        if name not in ranges:
+            raise DatasetError(f"no frame range for UAV123 sequence {name!r} (give the "
+                               "benchmark's configSeqs.m as the frame-ranges file)")
+        return _uav_sequence(name, candidates[name], frames_root, ranges[name])
+
+    return _load_each(candidates, names, anno_dir, skip_bad, load)
 
 
 def _json_ranges(path: Path) -> dict:
@@ -405,13 +405,7 @@ def _polygon_bounds(polygons: np.ndarray) -> np.ndarray:
 
 def _load_vot(root: Path, names, skip_bad) -> list[Sequence]:
     candidates = {n: root / n for n in _names_file(root / "list.txt")}
-    sequences = []
-    for name in _only(candidates, names, root, skip_bad):
-        try:
-            sequences.append(_vot_sequence(candidates[name]))
-        except DatasetError as exc:
-            _handle_bad(exc, skip_bad)
-    return sequences
+    return _load_each(candidates, names, root, skip_bad, lambda name: _vot_sequence(candidates[name]))
 
 
 def _vot_sequence(folder: Path) -> BenchmarkSequence:
@@ -462,14 +456,8 @@ def _load_trackingnet(root: Path, subset, names, skip_bad) -> list[Sequence]:
             candidates.setdefault(anno.stem, (chunk, anno))
     if not candidates:
         raise DatasetError(f"no annotation files (anno/*.txt) under {root}")
-    sequences = []
-    for name in _only(candidates, names, root, skip_bad):
-        chunk, anno = candidates[name]
-        try:
-            sequences.append(_trackingnet_sequence(name, chunk, anno))
-        except DatasetError as exc:
-            _handle_bad(exc, skip_bad)
-    return sequences
+    return _load_each(candidates, names, root, skip_bad,
+                      lambda name: _trackingnet_sequence(name, *candidates[name]))
 
 
 def _trackingnet_sequence(name: str, chunk: Path, gt_file: Path) -> BenchmarkSequence:

@@ -30,3 +30,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def write_tiny_siamfc_toml(path: Path, data: Path | None, extra: str = "", data_extra: str = "",
+                           epochs: int = 1) -> Path:
+    """A tracker-training TOML of a tiny SiamFC (ResNet-22 R8 x0.125, batch 2, 4 pairs per epoch)
+    on the sequence folder ``data`` (None: the generated default); ``extra`` / ``data_extra`` are
+    more lines of [train] / [data]."""
+    data_line = "" if data is None else f'path = "{data}"'
+    path.write_text(f"""
+[model]
+type = "siamfc"
+[model.backbone]
+name = "resnet22"
+group = "R8"
+width_mult = 0.125
+[train]
+epochs = {epochs}
+pairs_per_epoch = 4
+batch_size = 2
+num_workers = 0
+{extra}
+[data]
+{data_line}
+{data_extra}
+""")
+    return path

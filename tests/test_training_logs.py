@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import write_tiny_siamfc_toml
 
 from backbones import ConfigError
 from backbones.checkpoints import load_checkpoint, save_atomic
@@ -188,23 +189,7 @@ def test_cli_val_every_and_generated_default_holds_out(tmp_path, data, monkeypat
     import evaluation.synthetic
 
     monkeypatch.setattr(evaluation.synthetic, "default_dataset", lambda *a, **k: data)
-    config = tmp_path / "c.toml"
-    config.write_text(f"""
-[model]
-type = "siamfc"
-[model.backbone]
-name = "resnet22"
-group = "R8"
-width_mult = 0.125
-[train]
-epochs = 1
-pairs_per_epoch = 4
-batch_size = 2
-num_workers = 0
-val_pairs = 2
-[data]
-val_fraction = 0.25
-""")
+    config = write_tiny_siamfc_toml(tmp_path / "c.toml", None, "val_pairs = 2", "val_fraction = 0.25")
     rc = tool.main(["--config", str(config), "--out", str(tmp_path / "run"), "--val-every", "2", "--no-progress"])
     out = capsys.readouterr()
     assert rc == 0, out.err

@@ -17,6 +17,7 @@ from evaluation.synthetic import generate_dataset
 from tools import train_tracker as tool
 from tracker.models import build_model
 from training.tracking import RunConfig, Trainer, build_lr_scheduler, export_weights, read_config
+from conftest import write_tiny_siamfc_toml as write_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "tracking"
@@ -37,25 +38,6 @@ def tiny(data, model_type="siamfc", **train) -> RunConfig:
                                 "train": train, "data": {"path": str(data)}})
 
 
-def write_toml(path: Path, data: Path, extra: str = "", data_extra: str = "") -> Path:
-    path.write_text(f"""
-[model]
-type = "siamfc"
-[model.backbone]
-name = "resnet22"
-group = "R8"
-width_mult = 0.125
-[train]
-epochs = 1
-pairs_per_epoch = 4
-batch_size = 2
-num_workers = 0
-{extra}
-[data]
-path = "{data}"
-{data_extra}
-""")
-    return path
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_siamfc_toml
 
 from evaluation.datasets import DatasetError, load_sequences
 from evaluation.synthetic import generate_dataset
@@ -129,23 +130,7 @@ def test_the_training_log_counts_skipped_frames(capsys, tmp_path, dataset):
     shutil.copytree(dataset, broken)
     for frame in broken.glob("*/0000000[5-8].jpg"):
         _cut_in_half(frame)
-    config = tmp_path / "c.toml"
-    config.write_text(f"""
-[model]
-type = "siamfc"
-[model.backbone]
-name = "resnet22"
-group = "R8"
-width_mult = 0.125
-[train]
-epochs = 2
-pairs_per_epoch = 4
-batch_size = 2
-num_workers = 0
-log_every = 1
-[data]
-path = "{broken}"
-""")
+    config = write_tiny_siamfc_toml(tmp_path / "c.toml", broken, "log_every = 1", epochs=2)
     rc = tool.main(["--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 0, err
