@@ -17,7 +17,7 @@ BACKBONES = {
     "resnet18": ResNet18,
     "resnet22": ResNet22,
 }
-STEERABLE_BACKBONES = ("e2-cnnbasic", "e2-resnet22")
+STEERABLE_BACKBONES = ("e2-cnnbasic", "e2-authors-cnnbasic", "e2-resnet22")
 
 
 @dataclass
@@ -50,9 +50,10 @@ def build_backbone(config: BackboneConfig | dict | str, **overrides) -> Backbone
         config = from_dict(BackboneConfig, {**to_dict(config), **overrides}, "backbone")
     kwargs = dict(group=config.group, width_mult=config.width_mult, in_channels=config.in_channels)
     if config.name in STEERABLE_BACKBONES:
-        from .steerable import E2CNNBasic, E2ResNet22
+        from .steerable import E2AuthorsCNNBasic, E2CNNBasic, E2ResNet22
 
-        cls = {"e2-cnnbasic": E2CNNBasic, "e2-resnet22": E2ResNet22}[config.name]
+        cls = {"e2-cnnbasic": E2CNNBasic, "e2-authors-cnnbasic": E2AuthorsCNNBasic,
+               "e2-resnet22": E2ResNet22}[config.name]
         with warnings.catch_warnings():
             # e2cnn 0.2.3 builds its filter bases with a uint8 mask, which torch deprecates;
             # harmless, but it would print on every run of every tool that builds RE-SiamNet

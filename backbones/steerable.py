@@ -1,4 +1,4 @@
-"""e2cnn steerable counterparts of the small CNN and ResNet-22 (the baselines).
+"""e2cnn steerable counterparts of the small CNN, the authors' Rot-MNIST CNN and ResNet-22 (the baselines).
 
 Each layer holds regular fields of the cyclic group C_N, so a field's
 N channels are consecutive, exactly like the IEN networks' orientation groups: the same
@@ -12,7 +12,7 @@ from e2cnn import gspaces
 from e2cnn import nn as enn
 from torch import nn
 
-from .cnn import Backbone, BackboneOutput, CNNBasic, ResNet22, layer_channels
+from .cnn import AuthorsCNNBasic, Backbone, BackboneOutput, CNNBasic, ResNet22, layer_channels
 from .groups import GroupSpec, GroupSpecError, parse_group
 
 
@@ -80,6 +80,33 @@ class E2CNNBasic(_Steerable):
             if i in (1, 3):
                 g = self.pools[0 if i == 1 else 1](g)
         return BackboneOutput(g.tensor, watched)
+
+
+class E2AuthorsCNNBasic(_Steerable):
+    """Steerable twin of :class:`backbones.cnn.AuthorsCNNBasic`: the same kernels (7x7, then 5x5), paddings,
+    widths, pooling and ELU, with regular C_N fields (e2cnn's ``ELU`` and ``InnerBatchNorm``). The trainer's
+    ``init = "xavier"`` reaches only its head: e2cnn initialises the steerable filters itself."""
+
+    def __init__(self, group="R4", width_mult: float = 1.0, in_channels: int = 3):
+        super().__init__()
+        self._init_space(group, in_channels)
+        layers, tin = [], self.in_type
+        for width, kernel, padding in zip(AuthorsCNNBasic.WIDTHS, AuthorsCNNBasic.KERNELS, AuthorsCNNBasic.PADDINGS):
+            tout = self.regular(layer_channels(self.spec, width * width_mult, width * width_mult))
+            layers.append(enn.SequentialModule(
+                enn.R2Conv(tin, tout, kernel, padding=padding, bias=False),
+                enn.InnerBatchNorm(tout),
+                enn.ELU(tout, inplace=True),
+            ))
+            tin = tout
+        self.convs = nn.ModuleList(layers)
+        self.pools = nn.ModuleList([enn.PointwiseMaxPool(layers[i].out_type, 2) for i in (1, 3)])
+        self.out_channels = tin.size
+        self.watched_names = [f"conv{i + 1}" for i in range(len(layers))]
+        self.total_stride = 4
+        self.canonical_size = 28
+
+    forward = E2CNNBasic.forward      # the same six-layer pass: pooling after the 2nd and 4th conv
 
 
 class E2CIRUnit(enn.EquivariantModule):

@@ -104,3 +104,25 @@ def test_authors_defaults_head_init_and_raw_input():
     assert [type(m).__name__ for m in vgg.fc] == ["Linear", "BatchNorm1d", "ELU", "Dropout", "Linear"]
     resnet = build_classifier(TrainConfig(head="authors", backbone={"name": "resnet18", "group": "R4", "width_mult": 0.05}), 100)
     assert isinstance(resnet.fc, nn.Linear)  # their ResNet-18 has a single linear layer
+
+
+def test_steerable_twin_of_the_authors_network():
+    """e2-authors-cnnbasic: the same kernels, widths and feature-map sizes as authors-cnnbasic, exactly
+    equivariant at 28 px with random (trained-like) weights, and the authors' head, init and input."""
+    from e2cnn import nn as enn
+
+    plain = build_backbone("authors-cnnbasic", group="R4", width_mult=0.125)
+    steer = build_backbone("e2-authors-cnnbasic", group="R4", width_mult=0.125).eval()
+    assert steer.channel_counts() == plain.channel_counts() == [16, 24, 32, 32, 48, 64]
+    assert [m.kernel_size for m in steer.modules() if isinstance(m, enn.R2Conv)] == [7, 5, 5, 5, 5, 5]
+    assert any(isinstance(m, enn.ELU) for m in steer.modules())
+    with torch.no_grad():
+        for m in steer.modules():   # random BatchNorm statistics so that eval mode is not the identity
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    assert [f.shape[-1] for f in steer(torch.zeros(1, 3, 28, 28)).watched] == [24, 24, 12, 12, 6, 2]
+    assert max_error(steer, 28) < 1e-4
+    cfg = TrainConfig(backbone={"name": "e2-authors-cnnbasic", "group": "R4", "width_mult": 0.125})
+    assert (cfg.head, cfg.init, cfg.input_norm) == ("authors", "xavier", "unit")
+    assert [type(m).__name__ for m in build_classifier(cfg, 10).fc] == ["Linear", "BatchNorm1d", "ELU", "Linear"]

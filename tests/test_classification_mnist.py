@@ -232,6 +232,8 @@ def test_shipped_classification_studies_parse():
     for path in paths:
         title, runs = study_cli.load_study(path)
         assert runs and title, path
+    title, runs = study_cli.load_study(paths[0], epochs=3)
+    assert title.endswith("(every run: 3 epochs, --epochs)") and all(r.config.epochs == 3 for r in runs)
 
 
 def test_authors_learning_rate_schedule():

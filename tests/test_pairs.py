@@ -122,9 +122,8 @@ def test_box_x_matches_where_the_target_is_drawn(dataset, augment, max_rotation)
         assert np.abs(centre_errors[-1]).max() < 1.5
         if max_rotation == 0:
             np.testing.assert_allclose(drawn, box_x, atol=3.0)
-        else:
-            # box_x bounds the rotated ground-truth box; the drawn bar lies inside it
-            assert np.all(drawn[:2] >= box_x[:2] - 3) and np.all(drawn[2:] <= box_x[2:] + 3)
+        # rotated: box_x bounds the ellipse inscribed in the turned ground-truth box, not this bar
+        # (test_rotated_box_x_bounds_the_turned_target_ellipse)
         e, z_frame, x_frame, _ = sampler.sample_frames(i)
         if sampler.entries[e].seq.name == "rot" or max_rotation > 0:
             z_mask, _, _ = _bright_blob(item["z"])
@@ -185,3 +184,32 @@ def test_bad_arguments_are_rejected(dataset):
         PairSampler([])
     with pytest.raises(IndexError):
         _sampler(dataset, pairs_per_epoch=2)[2]
+
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rotated_box_x_bounds_the_turned_target_ellipse(tmp_path, seed):
+    """A round target keeps its size in a rotated search crop: box_x bounds the drawn, turned ellipse
+    (the corners of the turned box would give a box up to 41% wider, and SiamRPN would learn to grow)."""
+    from tracker.crops import context_size
+
+    img = np.full((240, 320, 3), 20, np.uint8)
+    box = (130.0, 95.0, 60.0, 40.0)                       # x, y, w, h; the ellipse inscribed in it is drawn
+    cv2.ellipse(img, ((160.0, 115.0), (60.0, 40.0), 0.0), (230, 220, 210), -1, cv2.LINE_AA)
+    cv2.imwrite(str(tmp_path / "f.png"), img)
+    sampler = PairSampler.__new__(PairSampler)            # make_pair reads only these settings
+    sampler.augment, sampler.max_rotation_deg, sampler.max_stretch, sampler.max_shift = False, 90.0, 0.0, 0.0
+    sampler.exemplar_size, sampler.instance_size, sampler.context = 127, 255, 0.5
+    sampler.gray_prob, sampler.color_jitter, sampler.blur_prob = 0.0, 0.0, 0.0
+    item = sampler.make_pair(np.random.default_rng(seed), str(tmp_path / "f.png"), box, str(tmp_path / "f.png"), box)
+    c, s = abs(np.cos(np.radians(float(item["angle_x"])))), abs(np.sin(np.radians(float(item["angle_x"]))))
+    assert min(c, s) > 0.15                                 # a real turn, not near a multiple of 90 degrees
+    scale = 127 / context_size(60.0, 40.0, 0.5)             # crop px per image px (exemplar and search alike)
+    box_x = item["box_x"].numpy()
+    np.testing.assert_allclose(box_x[2:] - box_x[:2], [np.hypot(60 * c, 40 * s) * scale,
+                                                       np.hypot(60 * s, 40 * c) * scale], rtol=1e-4)
+    _, xs, ys = _bright_blob(item["x"])
+    drawn = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], float)
+    np.testing.assert_allclose(box_x, drawn, atol=2.5)
+    corners_w = (60 * c + 40 * s) * scale                  # the old rule: clearly wider than what is drawn
+    assert corners_w - (drawn[2] - drawn[0]) > 5

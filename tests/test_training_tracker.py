@@ -67,10 +67,11 @@ def test_bundled_configs_load_and_plain_twins_differ_only_in_beta():
     re_fc = read_config(CONFIGS / "re_siamfc_real.toml")
     a, b = rpn_ien.to_dict()["train"], rpn_plain.to_dict()["train"]
     assert {k for k in a if a[k] != b[k]} == {"beta", "init_from"} and rpn_ien.model == rpn_plain.model
-    for other in (rpn_ien, rpn_plain, re_fc):                 # one data mix and budget for every tracker
+    for other in (rpn_ien, rpn_plain, re_fc):                 # one data mix, pair count and seed for every tracker
         assert other.data == real_ien.data
-        assert (other.train.epochs, other.train.pairs_per_epoch, other.train.seed) == \
-            (real_ien.train.epochs, real_ien.train.pairs_per_epoch, real_ien.train.seed)
+        assert (other.train.pairs_per_epoch, other.train.seed) == (real_ien.train.pairs_per_epoch, real_ien.train.seed)
+    assert re_fc.train.epochs == real_ien.train.epochs        # RE-SiamNet: the SiamFC pair's budget
+    assert rpn_ien.train.epochs == rpn_plain.train.epochs == 1  # the SiamRPN pair: a third of it (CPU), one budget
     for config in (real_ien, real_plain, rpn_ien, rpn_plain, re_fc):
         assert (ROOT / config.train.init_from).is_file()
 
@@ -354,3 +355,17 @@ def test_every_tracking_config_loads_and_pooled_twins_differ_only_in_beta_and_st
         assert ien.train.beta > 0 and plain.train.beta == 0
     for stem in ("siamfc_r8_ien_pool_ft", "siamfc_plain_pool_ft"):
         assert (ROOT / configs[stem].train.init_from).is_file()
+
+
+def test_cli_shows_the_samplers_dropped_sequences_warning(tmp_path, data, recwarn):
+    """The toolkit's own warnings reach the user (only torch's and e2cnn's are silenced)."""
+    root = tmp_path / "data"
+    shutil.copytree(data, root)
+    seqs = sorted(p for p in root.iterdir() if p.is_dir())
+    gt = seqs[0] / "groundtruth.txt"
+    rows = gt.read_text().splitlines()
+    gt.write_text("\n".join("10,10,2,2" for _ in rows) + "\n")     # a 2x2 px target: fails the SiamFC filter
+    cfg = write_toml(tmp_path / "c.toml", root)
+    assert tool.main(["--config", str(cfg), "--out", str(tmp_path / "run"), "--max-steps", "1", "--no-progress"]) == 0
+    dropped = [w for w in recwarn if "dropped 1 of 3 sequences" in str(w.message)]
+    assert dropped and seqs[0].name in str(dropped[0].message)

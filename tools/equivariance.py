@@ -26,7 +26,7 @@ MAX_SIZE = 1024      # crop side: the activations of a few crops of this size al
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet22", help="cnnbasic, vgg, resnet18, resnet22, e2-cnnbasic, e2-resnet22")
+    p.add_argument("--backbone", default="resnet22", help="cnnbasic, authors-cnnbasic, vgg, resnet18, resnet22, e2-cnnbasic, e2-authors-cnnbasic, e2-resnet22")
     p.add_argument("--group", default="R8", help="R4, R8, R16, R4R, R8-4-2-1, R4-2-1, ... or none")
     p.add_argument("--width-mult", type=float, default=0.25, help="channel width multiplier (default 0.25)")
     p.add_argument("--checkpoint", action="append",

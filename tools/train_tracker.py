@@ -157,7 +157,9 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    warnings.filterwarnings("ignore", category=UserWarning)
+    # torch's and e2cnn's own UserWarnings (lr-scheduler order, e2cnn basis expansion) are noise to a user;
+    # the toolkit's (a sequence the pair sampler dropped, skipped frames) must reach them
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|e2cnn)(\.|$)")
     from backbones import ConfigError, GroupSpecError
     from backbones.checkpoints import CheckpointError
     from evaluation.datasets import DatasetError

@@ -28,7 +28,7 @@ from backbones.transforms import BatchTransform, GroupElement, group_elements, s
 from .datasets import DATASETS, DEFAULT_IMAGE_SIZE, ClassificationData, load_dataset
 
 DEFAULT_IEN_SCALES = (2.0 / 3.0, 1.5)  # zoom range of T for scale-mnist
-AUTHORS_MODELS = ("authors-cnnbasic",)  # networks whose defaults are the authors' head, init and raw input
+AUTHORS_MODELS = ("authors-cnnbasic", "e2-authors-cnnbasic")  # networks whose defaults are the authors' head, init and raw input
 HEADS = ("linear", "authors")
 INITS = ("default", "xavier")
 INPUT_NORMS = ("standardize", "unit")
@@ -156,6 +156,7 @@ def authors_head(model_name: str, features: int, num_classes: int, width_mult: f
     -> BatchNorm1d -> ELU -> Dropout(0.5) -> Linear. ResNet-18: one linear layer (their ResNet has no
     hidden layer; its last block already ends in BatchNorm + ReLU here).
     """
+    model_name = model_name.removeprefix("e2-")     # a steerable twin takes its plain network's head
     if model_name.startswith("resnet"):
         return nn.Linear(features, num_classes)
     if model_name == "vgg":

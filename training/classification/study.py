@@ -98,7 +98,10 @@ def load_study(path: str | Path, epochs: int | None = None, only: list[str] | No
         if missing:
             raise StudyError(f"--only: no run named {', '.join(missing)} in {path}")
         runs = [r for r in runs if r.name in only]
-    return doc.get("title", path.stem), runs
+    title = doc.get("title", path.stem)
+    if epochs is not None:      # the file's title may name its own epoch count
+        title += f" (every run: {epochs} epochs, --epochs)"
+    return title, runs
 
 
 def _authors_accuracy(m: dict) -> float | None:

@@ -22,7 +22,7 @@ CONFIG_OPTIONS = [
     ("--dataset", "dataset", str, "rot-digits (built in, default), rot-mnist, rot-mnist-built, rot-fashion-mnist, rot-tinyimagenet, r2-tinyimagenet, scale-mnist, stl10"),
     ("--data", "data", str, "folder with the dataset's files (all datasets but rot-digits)"),
     ("--image-size", "image_size", int, "resize images to this size (default: the dataset's 28/64/96 px moved up to a size the model is exactly equivariant at, e.g. 65 for resnet18 on 64 px data)"),
-    ("--model", "backbone.name", str, "cnnbasic (default), authors-cnnbasic, vgg, resnet18, resnet22, e2-cnnbasic, e2-resnet22"),
+    ("--model", "backbone.name", str, "cnnbasic (default), authors-cnnbasic, vgg, resnet18, resnet22, e2-cnnbasic, e2-authors-cnnbasic, e2-resnet22"),
     ("--group", "backbone.group", str, "R4 (default), R8, R16, R4R, R8-4-2-1, R4-2-1, R8-4-2-1:8,4,2,1, ... or none"),
     ("--width-mult", "backbone.width_mult", float, "channel width multiplier (default 0.5 on rot-digits, else 1.0 = paper widths)"),
     ("--beta", "beta", float, "weight of the IEN loss; 0 = plain CNN baseline (default 1)"),
