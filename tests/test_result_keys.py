@@ -174,3 +174,30 @@ def test_two_sets_named_val_are_kept_apart(tmp_path, monkeypatch, capsys):
     folders = sorted(p.name for p in Path("runs/eval").iterdir())
     assert len(folders) == 2 and all(f.startswith("got10k-val-") for f in folders)
     assert json.loads(Path("runs/eval", folders[0], "report.json").read_text())["dataset"] == "got10k-val"
+
+
+def test_results_follow_frame_content_not_file_times(tmp_path, capsys, builds):
+    """A dataset copied again (same bytes, new file times) keeps its results; a frame rewritten with
+    other pixels of the same file size is re-run."""
+    import os
+
+    data, out = _got_val(tmp_path / "val", 20), tmp_path / "out"
+    (tmp_path / "weights" / "siamfc_ien.pth").write_text("1")
+    args = ["--root", str(data), "--out", str(out), *QUIET, "--trackers", "siamfc", "--backend", "torch"]
+    assert evaluate.main(args) == 0 and len(builds) == 1
+    frames = sorted((data / SEQ).glob("*.jpg"))
+    for f in frames:                                      # "copied again": new times, same bytes
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**10))
+    capsys.readouterr()
+    assert evaluate.main(args) == 0
+    assert "siamfc: reusing results of 1 of 1" in capsys.readouterr().err and len(builds) == 1
+    raw = bytearray(frames[1].read_bytes())              # same size, other bytes, same file time
+    stamp = frames[1].stat().st_mtime_ns
+    raw[-3] ^= 0xFF
+    frames[1].write_bytes(bytes(raw))
+    os.utime(frames[1], ns=(stamp, stamp))
+    from evaluation import experiment
+
+    experiment._SHA256.clear()                            # a new process: no hash cached by (size, time)
+    assert evaluate.main(args) == 0
+    assert "siamfc: 1 result was made by another" in capsys.readouterr().err and len(builds) == 2
