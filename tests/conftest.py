@@ -32,6 +32,21 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def trainer_stopping_after_first_step():
+    """A ``training.tracking.Trainer`` subclass that asks to stop after its first step, as on
+    SIGTERM / Ctrl-C (imported lazily: conftest stays free of torch at collection)."""
+    from training.tracking import Trainer
+
+    class StopsAfterFirstStep(Trainer):
+        def train_step(self, batch):
+            values = super().train_step(batch)
+            if self.step == 1:
+                self.request_stop()
+            return values
+
+    return StopsAfterFirstStep
+
+
 def write_tiny_siamfc_toml(path: Path, data: Path | None, extra: str = "", data_extra: str = "",
                            epochs: int = 1) -> Path:
     """A tracker-training TOML of a tiny SiamFC (ResNet-22 R8 x0.125, batch 2, 4 pairs per epoch)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import write_tiny_siamfc_toml
+from conftest import trainer_stopping_after_first_step, write_tiny_siamfc_toml
 
 from backbones import ConfigError
 from backbones.checkpoints import load_checkpoint, save_atomic
@@ -36,12 +36,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-class StopsAfterFirstStep(Trainer):                      # as on SIGTERM / Ctrl-C
-    def train_step(self, batch):
-        values = super().train_step(batch)
-        if self.step == 1:
-            self.request_stop()
-        return values
+StopsAfterFirstStep = trainer_stopping_after_first_step()     # as on SIGTERM / Ctrl-C
 
 
 def test_config_keys_are_checked(data):

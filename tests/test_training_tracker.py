@@ -17,7 +17,7 @@ from evaluation.synthetic import generate_dataset
 from tools import train_tracker as tool
 from tracker.models import build_model
 from training.tracking import RunConfig, Trainer, build_lr_scheduler, export_weights, read_config
-from conftest import write_tiny_siamfc_toml as write_toml
+from conftest import trainer_stopping_after_first_step, write_tiny_siamfc_toml as write_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "tracking"
@@ -144,15 +144,8 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, data):
     summary = straight.fit()
     assert summary["finished"] and summary["steps"] == 4 and summary["epochs"] == 2
 
-    class StopsAfterFirstStep(Trainer):                                     # as on SIGTERM / Ctrl-C
-        def train_step(self, batch):
-            values = super().train_step(batch)
-            if self.step == 1:
-                self.request_stop()
-            return values
-
     out = tmp_path / "killed"
-    first = StopsAfterFirstStep(config, out, device="cpu", progress=False).fit()  # stops mid-epoch 1
+    first = trainer_stopping_after_first_step()(config, out, device="cpu", progress=False).fit()  # stops mid-epoch 1
     assert first["interrupted"] and first["steps"] == 1
     second = Trainer(config, out, device="cpu", progress=False)
     second.resume()
