@@ -142,6 +142,54 @@ def test_orientation_margin_keeps_the_current_orientation():
         build_tracker("siamfc", model=tiny_model(), device="cpu", orientations=8, axis_box="circle")
 
 
+def test_template_update_blends_the_current_appearance_in():
+    """template_lr: 0 keeps the init template, 1 replaces it by the target where the tracker now
+    puts it (every rotated copy from the current orientation), a confidence gate can skip frames."""
+    frames, boxes = moving_sequence(1, n=4)
+    for options in ({}, {"orientations": 8}):
+        fixed = build_tracker("siamfc", model=tiny_model(), device="cpu", **options)
+        fixed.init(frames[0], boxes[0])
+        first = fixed.template.clone()
+        fixed.update(frames[1])
+        assert torch.equal(fixed.template, first)
+        gated = build_tracker("siamfc", model=tiny_model(), device="cpu", template_lr=0.5, template_min_score=1.0,
+                              **options)
+        gated.init(frames[0], boxes[0])
+        gated.update(frames[1])
+        assert torch.equal(gated.template, first)
+        full = build_tracker("siamfc", model=tiny_model(), device="cpu", template_lr=1.0, **options)
+        full.init(frames[0], boxes[0])
+        for frame in frames[1:]:
+            full.update(frame)
+            turned = float(full.orientation_angles[full.orientation_index])
+            assert torch.allclose(full.template, full.build_template(frame, turned), atol=1e-5)
+        assert not torch.allclose(full.template, first, atol=1e-3)
+        half = build_tracker("siamfc", model=tiny_model(), device="cpu", template_lr=0.25, **options)
+        half.init(frames[0], boxes[0])
+        half.update(frames[1])
+        fresh = half.build_template(frames[1], float(half.orientation_angles[half.orientation_index]))
+        assert torch.allclose(half.template, 0.75 * first + 0.25 * fresh, atol=1e-5)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(TrackerError, match="template_lr"):
+            build_tracker("siamfc", model=tiny_model(), device="cpu", template_lr=bad)
+
+
+def test_orientation_patience_turns_only_after_wins_in_a_row():
+    from tracker.siamfc import Peak
+
+    frame = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    trk = build_tracker("siamfc", model=tiny_model(), device="cpu", orientations=8, orientation_patience=3)
+    trk.init(frame, [30, 30, 24, 24])
+    taken = []
+    for winner in (1, 1, 0, 7, 7, 7, 7, 6):
+        trk.apply_peak(Peak(1, winner, np.zeros(2), 0.5))
+        taken.append(trk.orientation_index)
+    # 1 wins twice (not enough), the current 0 wins and resets, 7 wins three times in a row: turned
+    assert taken == [0, 0, 0, 0, 0, 7, 7, 7]
+    with pytest.raises(TrackerError, match="orientation_patience"):
+        build_tracker("siamfc", model=tiny_model(), device="cpu", orientations=8, orientation_patience=0)
+
+
 def test_siamfc_estimates_rotation_with_a_template_bank():
     """Target rotated exactly by 90° per frame (np.rot90 is CCW on screen): the bank finds the angle."""
     model = tiny_model()

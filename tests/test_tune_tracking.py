@@ -69,6 +69,12 @@ def test_grid_is_run_and_the_choice_is_stored_and_applied(setup, capsys):
     assert tracker.params.window_influence == summary["chosen"]["window_influence"]
     explicit = build_tracker("siamfc", checkpoint=out, device="cpu", window_influence=0.33)
     assert explicit.params.window_influence == 0.33
+    # a second upright grid on another option keeps the first grid's choices too
+    code = tool.main(["--tracker", "siamfc", "--checkpoint", str(out), "--root", str(tmp / "data"),
+                      "--grid", "template_lr=0.05", "--out", str(tmp / "eval2"), "--write", str(out), "--no-progress"])
+    assert code == 0
+    assert load_checkpoint(out)["tracking"]["upright"] == {**summary["chosen"], "template_lr": 0.05}
+    summary["chosen"] = {**summary["chosen"], "template_lr": 0.05}
     # the rotated table goes to the trackers that search rotated templates
     code = tool.main(["--tracker", "siamfc-ien-rot", "--checkpoint", str(out), "--root", str(tmp / "data"),
                       "--grid", "orientation_penalty=0.8", "--out", str(tmp / "eval-rot"), "--write", str(out),
@@ -86,6 +92,33 @@ def test_grid_is_run_and_the_choice_is_stored_and_applied(setup, capsys):
     assert code == 0
     rotated = load_checkpoint(out)["tracking"]["rotated"]
     assert rotated == {**summary["chosen"], "orientation_penalty": 0.8, "orientation_margin": 0.5}
+
+
+def test_angle_error_metric_chooses_the_smallest_error(setup, capsys):
+    """--metric angle_error minimises the mean angle error (sequences with rotation.txt), and is one
+    error where there is no angle truth or the tracker estimates no rotation."""
+    import shutil
+
+    tmp, ckpt = setup
+    tool = _tool()
+    data = tmp / "data-angles"
+    for name in ("a", "b"):
+        shutil.copytree(tmp / "data" / name, data / name)
+        np.savetxt(data / name / "rotation.txt", np.full(4, 30.0))       # the target never turns
+    code = tool.main(["--tracker", "siamfc-ien-rot", "--checkpoint", str(ckpt), "--root", str(data),
+                      "--grid", "orientation_margin=0,1000", "--metric", "angle_error",
+                      "--out", str(tmp / "eval-angle"), "--no-progress"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    errors = [row["angle_error"] for row in summary["tried"]]
+    assert summary["tried"][1]["angle_error"] == 0.0           # a huge margin never turns: no error
+    assert summary["chosen"]["orientation_margin"] == 1000 and summary["score"] == min(errors)
+    for tracker, root in (("siamfc-ien-rot", tmp / "data"), ("siamfc", data)):
+        assert tool.main(["--tracker", tracker, "--checkpoint", str(ckpt), "--root", str(root),
+                          "--grid", "window_influence=0.3", "--metric", "angle_error",
+                          "--out", str(tmp / "eval-angle-bad"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "error: no angle_error" in err and "Traceback" not in err
 
 
 def test_bad_grids_give_one_error(setup, capsys):

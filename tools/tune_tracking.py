@@ -8,7 +8,8 @@
 
 Every combination of the --grid values is evaluated with tools/evaluate.py on the same sequences
 (results under --out, reused on a re-run like evaluate's), with --also-rotating on their rotating
-twin too; the one with the best success AUC (mean over both; ties: the earlier combination) is printed, and with --write the checkpoint is copied with it
+twin too; the one with the best success AUC (mean over both; ties: the earlier combination; --metric
+angle_error: the smallest mean angle error, for the options of a rotation estimate) is printed, and with --write the checkpoint is copied with it
 stored as ``ckpt["tracking"]["upright"]`` (or ``["rotated"]`` for trackers that search rotated
 templates: their combinations start from the checkpoint's upright and earlier rotated choices), which ``tracker.build_tracker`` applies unless the caller overrides an option. A
 network's own response shape decides them, not SiamFC's defaults. The last stdout line is JSON.
@@ -42,7 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--also-rotating", type=float, default=None, metavar="DEG_PER_FRAME",
                    help="score each combination on the rotating twin of the sequences too (evaluate "
                         "--rotating) and choose by the mean of both: upright and rotating targets alike")
-    p.add_argument("--metric", default="success_auc", choices=["success_auc", "ao", "precision20"])
+    p.add_argument("--metric", default="success_auc", choices=["success_auc", "ao", "precision20", "angle_error"],
+                   help="what the choice maximises (angle_error: minimises the mean axis-angle error of a "
+                        "rotation-estimating tracker on the sequences with rotation.txt or angle.txt)")
     p.add_argument("--out", type=Path, default=None, help="evaluation folder (default runs/tune/<checkpoint stem>)")
     p.add_argument("--write", type=Path, default=None, metavar="PATH",
                    help="write the checkpoint with the chosen options stored in it here")
@@ -95,17 +98,17 @@ def run(args) -> dict:
     out = args.out or Path("runs") / "tune" / args.checkpoint.stem
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     rotated = searches_rotated_templates(key, combos[0])
-    # a rotated-template tracker starts from the network's upright choices (scale, window...) and
-    # the rotated ones already made (a second grid on another option keeps the first's choice: the
-    # stored table is what build_tracker applies, so it must hold every option, not just this grid's)
-    base = {}
-    if rotated:
-        from backbones.checkpoints import load_checkpoint
-        from tracker import stored_tracking_options
+    # a grid starts from the choices already stored (a second grid on another option keeps the
+    # first's choice: the stored table is what build_tracker applies, so it must hold every option,
+    # not just this grid's); a rotated-template tracker also from the upright ones (scale, window...)
+    from backbones.checkpoints import load_checkpoint
+    from tracker import stored_tracking_options
 
-        ckpt = load_checkpoint(args.checkpoint)
-        stored = {**stored_tracking_options(ckpt, False), **stored_tracking_options(ckpt, True)}
-        base = {k: v for k, v in stored.items() if k not in grid}
+    ckpt = load_checkpoint(args.checkpoint)
+    stored = stored_tracking_options(ckpt, False)
+    if rotated:
+        stored = {**stored, **stored_tracking_options(ckpt, True)}
+    base = {k: v for k, v in stored.items() if k not in grid}
     combos = [{**base, **combo} for combo in combos]
     variants = [("static", [])]
     if args.also_rotating is not None:
@@ -130,12 +133,16 @@ def run(args) -> dict:
                 raise TuneError(f"evaluation with {combo} failed (exit {code})")
             report = json.loads((out / variant / "report.json").read_text())
             overall = next(iter(report["trackers"].values()))["overall"]
-            row[variant] = {args.metric: overall[args.metric], "angle_error": overall.get("angle_error"),
-                            "sequences": report["sequences"]}
+            if overall.get(args.metric) is None:
+                raise TuneError(f"no {args.metric} on {args.root} ({variant}): it needs a tracker that estimates "
+                                "rotation and sequences with rotation.txt or angle.txt")
+            row[variant] = {"success_auc": overall["success_auc"], args.metric: overall[args.metric],
+                            "angle_error": overall.get("angle_error"), "sequences": report["sequences"]}
         row[args.metric] = sum(row[v][args.metric] for v, _ in variants) / len(variants)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    best = max(range(len(rows)), key=lambda i: (rows[i][args.metric], -i))
+    sign = -1.0 if args.metric == "angle_error" else 1.0        # an error is minimised
+    best = max(range(len(rows)), key=lambda i: (sign * rows[i][args.metric], -i))
     chosen = rows[best]
     summary = {"tracker": args.tracker, "checkpoint": str(args.checkpoint), "metric": args.metric,
                "chosen": chosen["options"], "score": chosen[args.metric], "table": "rotated" if rotated else "upright",

@@ -172,7 +172,8 @@ class RESiamFCTracker(SiamFCTracker):
 
     def apply_peak(self, peak: Peak) -> None:
         super().apply_peak(peak)
-        self.angle_offset = self._pending_offset
+        # the refinement belongs to the winning orientation (orientation_patience may keep the current one)
+        self.angle_offset = self._pending_offset if self.orientation_index == peak.orientation_index else 0.0
 
     def current_angle(self) -> float:
         """The orientation estimate in degrees CCW, wrapped into [-180, 180)."""

@@ -158,10 +158,13 @@ class SiamFCParams:
     orientation_window: float = 0.0    # search orientations within ± this many degrees of the last (0: all)
     orientation_margin: float = 0.0    # a new orientation must beat the current one's peak by this (logits)
     orientation_penalty: float = 1.0   # peak factor per template step away from the current orientation (1: none)
+    orientation_patience: int = 1      # a new orientation must win this many frames in a row before the tracker turns
     axis_box: str = "ellipse"          # axis-aligned output box of a rotated target (orientation.axis_aligned_box)
+    template_lr: float = 0.0           # per frame, blend this much of the target's current appearance into the template (0: fixed)
+    template_min_score: float = 0.0    # ... only on frames whose peak confidence (0..1) reaches this
 
     def __post_init__(self):
-        for name in ("scale_num", "response_up", "orientations"):
+        for name in ("scale_num", "response_up", "orientations", "orientation_patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "orientations" else 1):
                 raise ConfigError(f"{name} must be an integer >= {0 if name == 'orientations' else 1}, got {value!r}")
@@ -169,7 +172,8 @@ class SiamFCParams:
             raise ConfigError(f"scale_num must be odd (a centre scale), got {self.scale_num}")
         if not self.scale_step >= 1.0:
             raise ConfigError(f"scale_step must be >= 1, got {self.scale_step}")
-        for name in ("scale_lr", "scale_penalty", "window_influence", "orientation_penalty"):
+        for name in ("scale_lr", "scale_penalty", "window_influence", "orientation_penalty", "template_lr",
+                     "template_min_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.orientation_window >= 0:
@@ -213,16 +217,29 @@ class SiamFCTracker(SiameseTracker):
         return self.params.orientations > 0
 
     # ---- template bank -------------------------------------------------------------------
-    def template_crops(self, frame: np.ndarray) -> np.ndarray:
-        """(N, e, e, 3) exemplar crops: the target, or N rotated copies (copy k shows it rotated by angle k)."""
+    def template_crops(self, frame: np.ndarray, turned: float = 0.0) -> np.ndarray:
+        """(N, e, e, 3) exemplar crops: the target, or N rotated copies (copy k shows it rotated by
+        angle k), of a target that has turned by ``turned`` degrees since the first frame."""
         return rotated_template_bank(frame, self.center, self.z_sz, self.config.exemplar_size,
-                                     self.orientation_angles, self.avg_color)
+                                     self.orientation_angles - turned, self.avg_color)
 
     @torch.inference_mode()
-    def build_template(self, frame: np.ndarray):
-        """Template features (N, C, h, w), computed once per init."""
-        feats = self.features(self._tensor(self.template_crops(frame)))
+    def build_template(self, frame: np.ndarray, turned: float = 0.0):
+        """Template features (N, C, h, w) of the target where it is now (at init: once per init)."""
+        feats = self.features(self._tensor(self.template_crops(frame, turned)))
         return self.model.prepare_template(feats)
+
+    @torch.inference_mode()
+    def update_template(self, frame: np.ndarray) -> None:
+        """Linear template update (``template_lr``): the template follows slow changes of the
+        target's appearance (a turning target above all) at the cost of one exemplar forward per
+        frame; with a bank, every rotated copy is refreshed from the target's current orientation."""
+        p = self.params
+        if not p.template_lr or (self.last_score is not None and self.last_score < p.template_min_score):
+            return
+        turned = float(self.orientation_angles[self.orientation_index]) if self.estimates_orientation else 0.0
+        fresh = self.build_template(frame, turned)
+        self.template = self.template * (1.0 - p.template_lr) + fresh * p.template_lr
 
     # ---- per frame -----------------------------------------------------------------------
     @torch.inference_mode()
@@ -281,8 +298,22 @@ class SiamFCTracker(SiameseTracker):
         self._clamp_state()
         factor = float(np.sqrt(np.prod(self.target_sz / self.init_sz)))
         self.z_sz, self.x_sz = self.z_init * factor, self.x_init * factor
-        self.orientation_index = peak.orientation_index
+        self.orientation_index = self._patient_orientation(peak.orientation_index)
         self.last_score = peak.score
+
+    def _patient_orientation(self, winner: int) -> int:
+        """The orientation the tracker takes: ``winner`` once it has won ``orientation_patience``
+        frames in a row (a brief change of pose does not turn an upright target), else the current one."""
+        if winner == self.orientation_index:
+            self._challenger = (winner, 0)
+            return winner
+        index, wins = self._challenger
+        wins = wins + 1 if index == winner else 1
+        self._challenger = (winner, wins)
+        if wins >= self.params.orientation_patience:
+            self._challenger = (winner, 0)
+            return winner
+        return self.orientation_index
 
     def current_box(self) -> np.ndarray:
         if self.estimates_orientation:
@@ -301,6 +332,7 @@ class SiamFCTracker(SiameseTracker):
         self.x_init = self.z_init * ratio
         self.z_sz, self.x_sz = self.z_init, self.x_init
         self.orientation_index = 0
+        self._challenger = (0, 0)     # (orientation, frames in a row it has won) for orientation_patience
         self.template = self.build_template(frame)
 
     def update(self, image) -> np.ndarray:
@@ -311,4 +343,5 @@ class SiamFCTracker(SiameseTracker):
                           self.avg_color)
         responses = self.compute_responses(self._tensor(crops))
         self.apply_peak(self.locate_peak(responses, self.allowed_orientations()))
+        self.update_template(frame)
         return self.current_box()
