@@ -11,7 +11,10 @@ peak wins, and the tracker reports ``last_angle`` (degrees CCW) and ``last_polyg
 box rotated by it); ``update`` returns an axis-aligned box of the rotated target, by default the
 bounds of the ellipse inscribed in that polygon (``axis_box``: the polygon's own bounds
 over-estimate round and irregular targets). ``orientation_window`` limits the search to
-orientations near the last one (the RE-SiamNet motion prior). Subclasses override :meth:`template_crops`,
+orientations near the last one (the RE-SiamNet motion prior); ``orientation_margin``,
+``orientation_penalty`` and ``orientation_patience`` keep an upright target upright. With
+``template_lr > 0`` the template features follow the target's current appearance (a linear
+update after every frame). Subclasses override :meth:`template_crops`,
 :meth:`build_template`, :meth:`compute_responses` or :meth:`locate_peak`.
 """
 from __future__ import annotations
