@@ -186,7 +186,6 @@ def test_bad_arguments_are_rejected(dataset):
         _sampler(dataset, pairs_per_epoch=2)[2]
 
 
-
 @pytest.mark.parametrize("seed", range(4))
 def test_rotated_box_x_bounds_the_turned_target_ellipse(tmp_path, seed):
     """A round target keeps its size in a rotated search crop: box_x bounds the drawn, turned ellipse

@@ -238,7 +238,7 @@ class SiamFCTracker(SiameseTracker):
         target's appearance (a turning target above all) at the cost of one exemplar forward per
         frame; with a bank, every rotated copy is refreshed from the target's current orientation."""
         p = self.params
-        if not p.template_lr or (self.last_score is not None and self.last_score < p.template_min_score):
+        if not p.template_lr or self.last_score < p.template_min_score:     # after apply_peak: scored
             return
         turned = float(self.orientation_angles[self.orientation_index]) if self.estimates_orientation else 0.0
         fresh = self.build_template(frame, turned)

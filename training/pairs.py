@@ -153,11 +153,6 @@ def _draw_key(seed: int, epoch: int, index: int, redraw: int) -> list:
     return [seed, epoch, int(index)] + ([0x726564, int(redraw)] if redraw else [])
 
 
-def _box_corners(box) -> np.ndarray:
-    x, y, w, h = box
-    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float64)
-
-
 def _wrap(angle: float) -> float:
     return (angle + 180.0) % 360.0 - 180.0
 
@@ -373,9 +368,10 @@ class PairSampler(torch.utils.data.Dataset):
         """
         image, factor = _read_rgb(path, side, out_size)
         crop = crop_and_resize(image, centre / factor, side / factor, out_size, angle_deg=angle, interpolation=interp)
-        corners = image_to_crop(_box_corners(box), centre, side, out_size, angle)
+        x0, y0, w0, h0 = box
+        box_centre = image_to_crop([x0 + w0 / 2, y0 + h0 / 2], centre, side, out_size, angle)
         scale = out_size / side
-        x, y, w, h = axis_aligned_box(corners.mean(axis=0), (box[2] * scale, box[3] * scale), angle, "ellipse")
+        x, y, w, h = axis_aligned_box(box_centre, (w0 * scale, h0 * scale), angle, "ellipse")
         return crop, np.array([x, y, x + w, y + h])
 
 
