@@ -153,13 +153,15 @@ def tracker_identity(name: str, checkpoint=None, options: dict | None = None, ba
     change boxes in the last bits). Not the device. The backend is left out of the key for the
     model's own forward ("torch-unfused", or None), which is what results before backends used."""
     weights = None
-    if name.startswith("cv2-"):
+    if name == "identity":
+        weights = "initial box, angle 0"    # its rule: results from before it reported an angle are not reused
+    elif name.startswith("cv2-"):
         try:
             import cv2
             weights = f"opencv {cv2.__version__}"
         except ImportError:
             pass
-    elif name != "identity":
+    else:
         if checkpoint is None:
             try:
                 from tracker import default_checkpoint

@@ -1,7 +1,9 @@
 """IdentityTracker: a got10k tracker that always reports its initial box.
 
 It is the floor every real tracker must beat and the tracker the evaluation tests run
-end to end (deterministic, no model, no weights).
+end to end (deterministic, no model, no weights). It also reports an angle that never changes
+(``last_angle`` 0), so its angle error is the reference a rotation estimate must beat: a
+constant estimate, whose error depends on how far the targets turn.
 """
 from __future__ import annotations
 
@@ -14,16 +16,18 @@ __all__ = ["IdentityTracker"]
 
 
 class IdentityTracker(Tracker):
-    """Returns the box given to init() for every later frame."""
+    """Returns the box given to init() for every later frame, and angle 0."""
 
     def __init__(self, name: str = "identity"):
         super().__init__(name=name, is_deterministic=True)
         self.box = None
         self.frame_size = None
+        self.last_angle = None
 
     def init(self, image, box) -> None:
         self.box = np.asarray(box, dtype=np.float64).reshape(4).copy()
         self.frame_size = frame_size(image)
+        self.last_angle = 0.0
 
     def update(self, image) -> np.ndarray:
         if self.box is None:

@@ -357,3 +357,18 @@ def test_baseline_adds_paired_differences(tmp_path, capsys):
                        ("identity:identity", "compared with itself")):
         assert evaluate.main(base + ["--pair", bad]) == 2
         assert match in _single_error_line(capsys)
+
+
+def test_identity_angle_error_is_the_constant_estimate_reference(tmp_path):
+    """The identity tracker reports angle 0 on every frame, so its angle error is that of a
+    constant estimate: with rotation.txt (clockwise axis angles, modulo 180) the mean of
+    |angle(t) - angle(0)| folded into [0, 90]."""
+    data, out = _otb_dataset(tmp_path / "OTB"), tmp_path / "out"
+    np.savetxt(data / "Moving" / "rotation.txt", [10, 30, 60, 115, 175], fmt="%.1f")   # turns 0, 20, 50, 105, 165
+    assert evaluate.main(["--dataset", "otb", "--root", str(data), "--trackers", "identity",
+                          "--out", str(out), "--no-progress", "--no-plots"]) == 0
+    angles = np.loadtxt(out / "results" / "identity" / "angles" / "Moving_angle.txt")
+    np.testing.assert_array_equal(angles, np.zeros(5))
+    rows = json.loads((out / "report.json").read_text())["trackers"]["identity"]
+    assert rows["sequences"]["Moving"]["angle_error"] == pytest.approx((20 + 50 + 75 + 15) / 4)
+    assert "angle_error" not in rows["sequences"]["Static"]                # no angle truth there

@@ -348,6 +348,14 @@ def test_every_tracking_config_loads_and_pooled_twins_differ_only_in_beta_and_st
         assert ien.train.beta > 0 and plain.train.beta == 0
     for stem in ("siamfc_r8_ien_pool_ft", "siamfc_plain_pool_ft"):
         assert (ROOT / configs[stem].train.init_from).is_file()
+    # the bundled real-footage pair, both stages: the same data, budget and seed, beta apart
+    for stem in ("siamfc_ien_real", "siamfc_ien_real2"):
+        ien, plain = configs[stem], configs[stem.replace("ien", "plain")]
+        assert ien.model == plain.model and ien.data == plain.data
+        a, b = ien.to_dict()["train"], plain.to_dict()["train"]
+        assert {k for k in a if a[k] != b[k]} == {"beta", "init_from"}
+        assert ien.train.beta > 0 and plain.train.beta == 0
+    assert configs["siamfc_ien_real2"].train.init_from == "runs/real/siamfc_ien_real.pth"   # stage 1's export
 
 
 def test_cli_shows_the_samplers_dropped_sequences_warning(tmp_path, data, recwarn):

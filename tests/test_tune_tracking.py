@@ -62,7 +62,10 @@ def test_grid_is_run_and_the_choice_is_stored_and_applied(setup, capsys):
     best = max(summary["tried"], key=lambda r: r["success_auc"])
     assert summary["score"] == best["success_auc"]
     stored = load_checkpoint(out)["tracking"]
-    assert stored["upright"] == summary["chosen"] and stored["chosen_on"]["upright"]["tried"] == 4
+    assert stored["upright"] == summary["chosen"]
+    [record] = stored["chosen_on"]["upright"]
+    assert record["tried"] == 4 and record["chosen"] == summary["chosen"]
+    assert record["grid"] == {"scale_penalty": [0.95, 0.99], "window_influence": [0.2, 0.4]}
     assert stored_tracking_options(load_checkpoint(out), rotated=True) == {}
     tracker = build_tracker("siamfc", checkpoint=out, device="cpu")
     assert tracker.params.scale_penalty == summary["chosen"]["scale_penalty"]
@@ -74,6 +77,8 @@ def test_grid_is_run_and_the_choice_is_stored_and_applied(setup, capsys):
                       "--grid", "template_lr=0.05", "--out", str(tmp / "eval2"), "--write", str(out), "--no-progress"])
     assert code == 0
     assert load_checkpoint(out)["tracking"]["upright"] == {**summary["chosen"], "template_lr": 0.05}
+    first, second = load_checkpoint(out)["tracking"]["chosen_on"]["upright"]   # both grids on record
+    assert first == record and second["chosen"] == {"template_lr": 0.05} and second["tried"] == 1
     summary["chosen"] = {**summary["chosen"], "template_lr": 0.05}
     # the rotated table goes to the trackers that search rotated templates
     code = tool.main(["--tracker", "siamfc-ien-rot", "--checkpoint", str(out), "--root", str(tmp / "data"),
@@ -148,3 +153,17 @@ def test_orientation_penalty_keeps_the_current_orientation_unless_clearly_beaten
     assert free.locate_peak(responses, np.arange(n)).orientation_index == 1
     responses[:, 1] = 0
     assert free.locate_peak(responses, np.arange(n)).orientation_index == 2    # no prior: the best peak
+
+
+def test_a_record_written_before_the_history_is_kept(setup, tmp_path):
+    """Files tuned before chosen_on held a list (one record per table) keep that record first."""
+    _, ckpt = setup
+    tool = _tool()
+    old = load_checkpoint(ckpt)
+    old["tracking"] = {"upright": {"window_influence": 0.3}, "chosen_on": {"upright": {"metric": "success_auc"}}}
+    save_atomic(old, tmp_path / "old.pth")
+    tool.store_tracking_options(tmp_path / "old.pth", tmp_path / "new.pth", {"window_influence": 0.4}, False,
+                                {"metric": "angle_error"})
+    tracking = load_checkpoint(tmp_path / "new.pth")["tracking"]
+    assert tracking["upright"] == {"window_influence": 0.4}
+    assert tracking["chosen_on"]["upright"] == [{"metric": "success_auc"}, {"metric": "angle_error"}]

@@ -81,8 +81,14 @@ def store_tracking_options(checkpoint: Path, out: Path, options: dict, rotated: 
 
     ckpt = load_checkpoint(checkpoint)
     tracking = dict(ckpt.get("tracking") or {})
-    tracking["rotated" if rotated else "upright"] = dict(options)
-    tracking.setdefault("chosen_on", {})["rotated" if rotated else "upright"] = record
+    table = "rotated" if rotated else "upright"
+    tracking[table] = dict(options)
+    # one record per grid, oldest first: a table is often chosen by several grids in turn
+    chosen_on = dict(tracking.get("chosen_on") or {})
+    history = chosen_on.get(table) or []
+    history = [history] if isinstance(history, dict) else list(history)   # files written before the history
+    chosen_on[table] = [*history, record]
+    tracking["chosen_on"] = chosen_on
     ckpt["tracking"] = tracking
     save_atomic(ckpt, out)
 
@@ -150,7 +156,8 @@ def run(args) -> dict:
     if args.write is not None:
         record = {"root": str(args.root), "holdout": args.holdout, "holdout_seed": args.holdout_seed,
                   "also_rotating": args.also_rotating,
-                  "metric": args.metric, "score": chosen[args.metric], "tried": len(rows)}
+                  "metric": args.metric, "score": chosen[args.metric], "tried": len(rows),
+                  "grid": grid, "chosen": {k: chosen["options"][k] for k in grid}}
         store_tracking_options(args.checkpoint, args.write, chosen["options"], rotated, record)
         summary["written"] = str(args.write)
     return summary
