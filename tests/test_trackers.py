@@ -11,6 +11,7 @@ from backbones.checkpoints import save_atomic
 from evaluation.metrics import box_iou
 from tracker import build_tracker
 from tracker.models import build_model
+from tracker.crops import crop_many
 from tracker.siamfc import SiamFCTracker, TrackerError, as_rgb_frame, resolve_device
 from tracker.siamrpn import SiamRPNTracker
 
@@ -347,3 +348,59 @@ def test_tracker_classes_are_subclass_friendly():
     for hook in ("template_crops", "build_template", "compute_responses", "locate_peak", "apply_peak",
                  "current_box", "allowed_orientations"):
         assert callable(getattr(SiamFCTracker, hook))
+
+
+def test_ridge_template_fit_suppresses_a_look_alike_and_keeps_the_target():
+    """ridge_lambda: the first-frame fit lowers a near-copy of the target (a distractor the exemplar
+    alone scores higher, with this untrained network) below the target, tracks, and
+    tends to the exemplar's own template as the regularisation grows."""
+    rng = np.random.default_rng(3)
+    frame = background(rng, 160, 120)
+    target = blocky_target(rng, 24)
+    look_alike = target.copy()
+    look_alike[:8, :8] = 255 - look_alike[:8, :8]          # one corner block differs
+    frame[48:72, 40:64] = target                            # box (40, 48, 24, 24), centre (52, 60)
+    frame[48:72, 70:94] = look_alike                        # 30 px to its right
+    model = tiny_model()
+
+    def first_frame_response(trk):
+        # a search crop centred between the two, both inside its response map
+        crop = crop_many(frame, trk.center + [15, 0], [trk.x_sz], trk.config.instance_size, trk.avg_color)
+        return trk.compute_responses(trk._tensor(crop))[0, 0]
+
+    def cells(trk):
+        r = fitted.score_size
+        shift = int(round(15 * trk.config.instance_size / trk.x_sz / trk.stride))
+        return r, r // 2 - shift, r // 2 + shift
+
+    def contrast(response, trk):
+        r, target_col, look_alike_col = cells(trk)
+        rows = slice(r // 2 - 1, r // 2 + 2)
+        at = response[rows, target_col - 1:target_col + 2].max()
+        there = response[rows, look_alike_col - 1:look_alike_col + 2].max()
+        floor = np.median(response)
+        return (there - floor) / (at - floor)
+
+    plain = build_tracker("siamfc", model=model, device="cpu")
+    plain.init(frame, [40, 48, 24, 24])
+    fitted = build_tracker("siamfc", model=model, device="cpu", ridge_lambda=0.1)
+    fitted.init(frame, [40, 48, 24, 24])
+    assert fitted.template.shape == plain.template.shape and fitted.template.dtype == plain.template.dtype
+    before, after = first_frame_response(plain), first_frame_response(fitted)
+    r, target_col, _ = cells(fitted)
+    row, col = np.unravel_index(after.argmax(), after.shape)
+    assert abs(row - r // 2) <= 1 and abs(col - target_col) <= 1
+    # the exemplar's template scores the look-alike above the target; the fitted one does not
+    assert contrast(before, plain) > 1.0 > contrast(after, fitted)
+    loose = build_tracker("siamfc", model=model, device="cpu", ridge_lambda=1e9)
+    loose.init(frame, [40, 48, 24, 24])
+    assert torch.allclose(loose.template, plain.template, rtol=1e-4, atol=1e-6)
+
+    frames, boxes = moving_sequence(0, n=12, step=(4, 3))
+    iou = box_iou(run(build_tracker("siamfc", model=model, device="cpu", ridge_lambda=1.0), frames, boxes[0]), boxes)
+    assert iou.mean() > 0.75 and iou[-1] > 0.5, iou
+    for bad, match in (({"ridge_lambda": -1.0}, "ridge_lambda"), ({"ridge_lambda": float("inf")}, "ridge_lambda"),
+                       ({"ridge_lambda": 1.0, "ridge_sigma": 0.0}, "ridge_sigma"),
+                       ({"ridge_lambda": 1.0, "orientations": 8}, "orientations")):
+        with pytest.raises(TrackerError, match=match):
+            build_tracker("siamfc", model=model, device="cpu", **bad)

@@ -74,20 +74,24 @@ def test_grid_is_run_and_the_choice_is_stored_and_applied(setup, capsys):
     assert explicit.params.window_influence == 0.33
     # a second upright grid on another option keeps the first grid's choices too
     code = tool.main(["--tracker", "siamfc", "--checkpoint", str(out), "--root", str(tmp / "data"),
-                      "--grid", "template_lr=0.05", "--out", str(tmp / "eval2"), "--write", str(out), "--no-progress"])
+                      "--grid", "template_lr=0.05", "--grid", "ridge_lambda=1", "--out", str(tmp / "eval2"),
+                      "--write", str(out), "--no-progress"])
     assert code == 0
-    assert load_checkpoint(out)["tracking"]["upright"] == {**summary["chosen"], "template_lr": 0.05}
+    assert load_checkpoint(out)["tracking"]["upright"] == {**summary["chosen"], "template_lr": 0.05, "ridge_lambda": 1}
     first, second = load_checkpoint(out)["tracking"]["chosen_on"]["upright"]   # both grids on record
-    assert first == record and second["chosen"] == {"template_lr": 0.05} and second["tried"] == 1
-    summary["chosen"] = {**summary["chosen"], "template_lr": 0.05}
+    assert first == record and second["chosen"] == {"template_lr": 0.05, "ridge_lambda": 1} and second["tried"] == 1
+    assert build_tracker("siamfc", checkpoint=out, device="cpu").params.ridge_lambda == 1
+    upright = {**summary["chosen"], "template_lr": 0.05, "ridge_lambda": 1}
+    summary["chosen"] = {**summary["chosen"], "template_lr": 0.05}     # what a rotated-template search keeps
     # the rotated table goes to the trackers that search rotated templates
     code = tool.main(["--tracker", "siamfc-ien-rot", "--checkpoint", str(out), "--root", str(tmp / "data"),
                       "--grid", "orientation_penalty=0.8", "--out", str(tmp / "eval-rot"), "--write", str(out),
                       "--no-progress"])
     assert code == 0
     both = load_checkpoint(out)["tracking"]
-    assert both["rotated"] == {**summary["chosen"], "orientation_penalty": 0.8}     # upright choices kept
-    assert both["upright"] == summary["chosen"]
+    # upright choices kept, but not the first-frame fit of one upright template (banks refuse it)
+    assert both["rotated"] == {**summary["chosen"], "orientation_penalty": 0.8}
+    assert both["upright"] == upright
     assert build_tracker("siamfc-ien-rot", checkpoint=out, device="cpu").params.orientation_penalty == 0.8
     assert build_tracker("siamfc", checkpoint=out, device="cpu").params.orientation_penalty == 1.0
     # a second rotated grid on another option keeps the first grid's choice in the stored table

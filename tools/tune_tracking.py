@@ -11,7 +11,7 @@ Every combination of the --grid values is evaluated with tools/evaluate.py on th
 twin too; the one with the best success AUC (mean over both; ties: the earlier combination; --metric
 angle_error: the smallest mean angle error, for the options of a rotation estimate) is printed, and with --write the checkpoint is copied with it
 stored as ``ckpt["tracking"]["upright"]`` (or ``["rotated"]`` for trackers that search rotated
-templates: their combinations start from the checkpoint's upright and earlier rotated choices), which ``tracker.build_tracker`` applies unless the caller overrides an option. A
+templates: their combinations start from the checkpoint's upright choices, less the first-frame fit, and earlier rotated choices), which ``tracker.build_tracker`` applies unless the caller overrides an option. A
 network's own response shape decides them, not SiamFC's defaults. The last stdout line is JSON.
 """
 from __future__ import annotations
@@ -112,7 +112,10 @@ def run(args) -> dict:
 
     ckpt = load_checkpoint(args.checkpoint)
     stored = stored_tracking_options(ckpt, False)
-    if rotated:
+    if rotated:     # not the options of one upright template (the first-frame fit: banks refuse it)
+        from tracker.siamfc import UPRIGHT_TEMPLATE_OPTIONS
+
+        stored = {k: v for k, v in stored.items() if k not in UPRIGHT_TEMPLATE_OPTIONS}
         stored = {**stored, **stored_tracking_options(ckpt, True)}
     base = {k: v for k, v in stored.items() if k not in grid}
     combos = [{**base, **combo} for combo in combos]

@@ -14,7 +14,9 @@ over-estimate round and irregular targets). ``orientation_window`` limits the se
 orientations near the last one (the RE-SiamNet motion prior); ``orientation_margin``,
 ``orientation_penalty`` and ``orientation_patience`` keep an upright target upright. With
 ``template_lr > 0`` the template features follow the target's current appearance (a linear
-update after every frame). Subclasses override :meth:`template_crops`,
+update after every frame). With ``ridge_lambda > 0`` the template is fitted to the first frame at
+init (:meth:`SiamFCTracker.fit_template`: closed-form ridge regression that suppresses the
+background and look-alikes). Subclasses override :meth:`template_crops`,
 :meth:`build_template`, :meth:`compute_responses` or :meth:`locate_peak`.
 """
 from __future__ import annotations
@@ -36,9 +38,12 @@ from .frames import TrackerError, as_rgb, check_frame_size  # TrackerError is de
 from .orientation import AXIS_BOX_MODES, axis_aligned_box, orientation_mask, rotated_template_bank
 
 __all__ = ["TrackerError", "SiameseTracker", "SiamFCParams", "SiamFCTracker", "Peak", "as_rgb_frame",
-           "check_init_box", "resolve_device", "rotated_box_polygon"]
+           "check_init_box", "resolve_device", "rotated_box_polygon", "UPRIGHT_TEMPLATE_OPTIONS"]
 
 MIN_SCALE, MAX_SCALE = 0.1, 10.0   # target size stays within these factors of the initial size
+# options of a single upright template (the first-frame fit): a rotated-template search does not
+# take them from a checkpoint's upright choices (tools/tune_tracking.py)
+UPRIGHT_TEMPLATE_OPTIONS = ("ridge_lambda", "ridge_sigma")
 
 
 def resolve_device(device=None) -> torch.device:
@@ -165,6 +170,8 @@ class SiamFCParams:
     axis_box: str = "ellipse"          # axis-aligned output box of a rotated target (orientation.axis_aligned_box)
     template_lr: float = 0.0           # per frame, blend this much of the target's current appearance into the template (0: fixed)
     template_min_score: float = 0.0    # ... only on frames whose peak confidence (0..1) reaches this
+    ridge_lambda: float = 0.0          # > 0: fit the template to the first frame by ridge regression, this regularisation (0: off)
+    ridge_sigma: float = 0.1           # ... its label: a Gaussian of this many target sizes (sqrt(w h)) about the target
 
     def __post_init__(self):
         for name in ("scale_num", "response_up", "orientations", "orientation_patience"):
@@ -179,6 +186,12 @@ class SiamFCParams:
                      "template_min_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not (self.ridge_lambda >= 0 and math.isfinite(self.ridge_lambda)):
+            raise ConfigError(f"ridge_lambda must be a finite number >= 0, got {self.ridge_lambda}")
+        if not self.ridge_sigma > 0:
+            raise ConfigError(f"ridge_sigma must be > 0, got {self.ridge_sigma}")
+        if self.ridge_lambda and self.orientations:
+            raise ConfigError("ridge_lambda fits one upright template; it cannot be combined with orientations > 0")
         if not self.orientation_window >= 0:
             raise ConfigError(f"orientation_window must be >= 0, got {self.orientation_window}")
         if not self.orientation_margin >= 0:
@@ -243,6 +256,55 @@ class SiamFCTracker(SiameseTracker):
         turned = float(self.orientation_angles[self.orientation_index]) if self.estimates_orientation else 0.0
         fresh = self.build_template(frame, turned)
         self.template = self.template * (1.0 - p.template_lr) + fresh * p.template_lr
+
+    # centres of the first-frame crops the ridge fit learns from, in fractions of the response
+    # map's half span: the target at the centre and towards each corner (more background seen)
+    RIDGE_SHIFTS = np.array([[0.0, 0.0], [0.6, 0.6], [0.6, -0.6], [-0.6, 0.6], [-0.6, -0.6]])
+
+    @torch.inference_mode()
+    def fit_template(self, frame: np.ndarray) -> None:
+        """First-frame learning (``ridge_lambda > 0``), in closed form.
+
+        SiamFC's template is the linear filter of its correlation, fixed by the exemplar's features.
+        This replaces it by the filter nearest to them whose responses on search crops of the
+        first frame (target at the centre and off-centre) match a label: the exemplar's own peak
+        value at the target, falling as a Gaussian (``ridge_sigma``) to the crops' median response
+        everywhere else. Background and look-alikes that the offline-trained features confuse
+        with the target are pushed down, which is what discriminative trackers (DCF, DiMP) learn
+        at init. Dual ridge regression: w = z0 + A^T (A A^T + lambda * mean(diag A A^T) I)^-1 (y - A z0),
+        A the (crops * R * R, C h w) patches; costs a few search forwards once per ``init``.
+        """
+        p = self.params
+        z0 = self.template                                              # (1, C, h, w)
+        size = self.config.instance_size
+        half_span = (self.score_size - 1) / 2 * self.stride             # crop px from the map centre to its edge
+        shifts = self.RIDGE_SHIFTS * half_span * self.x_sz / size       # image px
+        centres = self.center[None, :] + shifts
+        crops = np.stack([crop_many(frame, c, [self.x_sz], size, self.avg_color)[0] for c in centres])
+        # forwards in batches of scale_num: the shape the per-frame search already uses (backends pin shapes)
+        n, chunk = len(crops), self.params.scale_num
+        padded = np.concatenate([crops, np.repeat(crops[-1:], -n % chunk, axis=0)])
+        feats = torch.cat([self.features(self._tensor(padded[i:i + chunk])) for i in range(0, len(padded), chunk)])[:n]
+        patches = torch.nn.functional.unfold(feats.double(), z0.shape[-2:])        # (n, D, R*R)
+        patches = patches.transpose(1, 2).reshape(-1, patches.shape[1])             # (n*R*R, D)
+        w0 = z0.double().reshape(-1)
+        response = patches @ w0
+        r = self.score_size
+        cells = (np.arange(r) - (r - 1) / 2) * self.stride                           # crop px of each cell
+        target_px = -shifts * size / self.x_sz                                      # target in each crop, from its centre
+        sigma = p.ridge_sigma * float(np.sqrt(np.prod(self.target_sz))) * size / self.x_sz
+        dx = cells[None, None, :] - target_px[:, 0, None, None]
+        dy = cells[None, :, None] - target_px[:, 1, None, None]
+        gauss = torch.from_numpy(np.exp(-(dx ** 2 + dy ** 2) / (2 * sigma ** 2)).reshape(-1)).to(response)
+        centre = response.view(n, r, r)[0, r // 2 - 1:r // 2 + 2, r // 2 - 1:r // 2 + 2].max()
+        floor = response.median()
+        label = floor + (centre - floor) * gauss
+        gram = patches @ patches.T
+        ridge = p.ridge_lambda * gram.diagonal().mean()
+        gram.diagonal().add_(ridge)
+        alpha = torch.linalg.solve(gram, label - response)
+        w = w0 + patches.T @ alpha
+        self.template = w.reshape(z0.shape).to(z0.dtype)
 
     # ---- per frame -----------------------------------------------------------------------
     @torch.inference_mode()
@@ -337,6 +399,8 @@ class SiamFCTracker(SiameseTracker):
         self.orientation_index = 0
         self._challenger = (0, 0)     # (orientation, frames in a row it has won) for orientation_patience
         self.template = self.build_template(frame)
+        if self.params.ridge_lambda:
+            self.fit_template(frame)
 
     def update(self, image) -> np.ndarray:
         self._require_init()
