@@ -33,7 +33,7 @@ from got10k.trackers import Tracker
 from backbones import ConfigError, from_dict
 
 from .backends import BackendError, build_features, resolve_backend
-from .crops import context_size, crop_many, mean_color
+from .crops import context_size, crop_and_resize, crop_many, mean_color
 from .frames import TrackerError, as_rgb, check_frame_size  # TrackerError is defined there (no torch)
 from .orientation import AXIS_BOX_MODES, axis_aligned_box, orientation_mask, rotated_template_bank
 
@@ -170,8 +170,8 @@ class SiamFCParams:
     axis_box: str = "ellipse"          # axis-aligned output box of a rotated target (orientation.axis_aligned_box)
     template_lr: float = 0.0           # per frame, blend this much of the target's current appearance into the template (0: fixed)
     template_min_score: float = 0.0    # ... only on frames whose peak confidence (0..1) reaches this
-    ridge_lambda: float = 0.0          # > 0: fit the template to the first frame by ridge regression, this regularisation (0: off)
-    ridge_sigma: float = 0.1           # ... its label: a Gaussian of this many target sizes (sqrt(w h)) about the target
+    ridge_lambda: float = 0.0          # > 0: fit the template to the first frame, this ridge regularisation (0: off)
+    ridge_sigma: float = 0.1           # ... its label: a Gaussian of this many target sizes (sqrt(w h))
 
     def __post_init__(self):
         for name in ("scale_num", "response_up", "orientations", "orientation_patience"):
@@ -280,11 +280,12 @@ class SiamFCTracker(SiameseTracker):
         half_span = (self.score_size - 1) / 2 * self.stride             # crop px from the map centre to its edge
         shifts = self.RIDGE_SHIFTS * half_span * self.x_sz / size       # image px
         centres = self.center[None, :] + shifts
-        crops = np.stack([crop_many(frame, c, [self.x_sz], size, self.avg_color)[0] for c in centres])
+        crops = np.stack([crop_and_resize(frame, c, self.x_sz, size, self.avg_color) for c in centres])
         # forwards in batches of scale_num: the shape the per-frame search already uses (backends pin shapes)
-        n, chunk = len(crops), self.params.scale_num
+        n, chunk = len(crops), p.scale_num
         padded = np.concatenate([crops, np.repeat(crops[-1:], -n % chunk, axis=0)])
-        feats = torch.cat([self.features(self._tensor(padded[i:i + chunk])) for i in range(0, len(padded), chunk)])[:n]
+        feats = torch.cat([self.features(self._tensor(padded[i:i + chunk]))
+                           for i in range(0, len(padded), chunk)])[:n]
         patches = torch.nn.functional.unfold(feats.double(), z0.shape[-2:])        # (n, D, R*R)
         patches = patches.transpose(1, 2).reshape(-1, patches.shape[1])             # (n*R*R, D)
         w0 = z0.double().reshape(-1)
