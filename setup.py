@@ -36,7 +36,7 @@ setup(
         "e2cnn==0.2.3",
         "got10k==0.1.3",
         "six",
-        "opencv-python>=4.8",
+        "opencv-contrib-python>=4.8",   # contrib: the KCF and CSRT baselines (one cv2 package only)
         "shapely>=2.0",
         "scipy",
         "matplotlib",

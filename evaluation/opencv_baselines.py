@@ -14,8 +14,9 @@ size), so a tracker that does not move returns exactly the initial box.
 
 OpenCV 5 quirks handled here: ``init`` takes only an int rectangle; MIL asserts unless the box
 leaves it room for negative samples (2 px clear of the right and bottom edges and some slack around
-it), and its Haar feature generator loops forever on boxes too small for any feature (4x4, 1xN...):
-such rectangles are grown or shrunk for OpenCV and mapped back. MIL draws its features from the C
+it), and its Haar feature generator loops forever on boxes too small for any feature (4x4, 1xN...);
+CSRT asserts on a rectangle 1 px wide or high: such rectangles are grown or shrunk for OpenCV and
+mapped back. MIL draws its features from the C
 library's ``rand()``; with a ``seed`` (default 0) every ``init`` reseeds it and cv2's RNG, so runs
 repeat exactly.
 """
@@ -87,7 +88,11 @@ def _available() -> dict[str, _Spec]:
     # contrib builds (opencv-contrib-python): the new API first, then cv2.legacy
     for name, cls in (("cv2-kcf", "TrackerKCF"), ("cv2-csrt", "TrackerCSRT")):
         factory = _find_factory(f"{cls}.create", f"{cls}_create", f"legacy.{cls}.create", f"legacy.{cls}_create")
-        if factory is not None:
+        if factory is None:
+            continue
+        if name == "cv2-csrt":    # CSRT's resize asserts on a rect 1 px wide or high
+            specs[name] = _Spec(factory, min_size=2, usable=lambda x, y, w, h, width, height: min(w, h) >= 2)
+        else:
             specs[name] = _Spec(factory)
     return specs
 

@@ -28,6 +28,9 @@ else
   fi
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+# opencv-contrib-python and opencv-python share the cv2 folder: drop the plain build an earlier
+# install put here (it would shadow or half-remove contrib's), then install contrib alone
+"$venv/bin/python" -m pip uninstall -y -q opencv-python opencv-python-headless >/dev/null 2>&1 || true
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
   "${constraints[@]}" -r requirements.txt -e ".[logs]" 2> >(grep -v "is ignored: it is neither" >&2)
 # torchvision's CUDA build next to the CPU torch: a tiny import hook makes it importable.
