@@ -369,7 +369,7 @@ def test_ridge_template_fit_suppresses_a_look_alike_and_keeps_the_target():
         return trk.compute_responses(trk._tensor(crop))[0, 0]
 
     def cells(trk):
-        r = fitted.score_size
+        r = trk.score_size
         shift = int(round(15 * trk.config.instance_size / trk.x_sz / trk.stride))
         return r, r // 2 - shift, r // 2 + shift
 
