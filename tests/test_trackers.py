@@ -404,3 +404,34 @@ def test_ridge_template_fit_suppresses_a_look_alike_and_keeps_the_target():
                        ({"ridge_lambda": 1.0, "orientations": 8}, "orientations")):
         with pytest.raises(TrackerError, match=match):
             build_tracker("siamfc", model=model, device="cpu", **bad)
+
+
+def test_larger_search_region_reaches_a_target_the_default_crop_cannot():
+    """instance_size: a larger search crop at the same pixel scale (a larger response map) finds a
+    target that jumped beyond the default crop's reach; the model's own size changes nothing."""
+    rng = np.random.default_rng(0)
+    first = background(rng, 192, 96)
+    target = blocky_target(rng, 24)
+    second = first.copy()
+    first[36:60, 40:64] = target
+    second[36:60, 74:98] = target                  # 34 px to the right: the default map reaches ~24 px
+    model = tiny_model()
+    truth = np.array([[74, 36, 24, 24]], dtype=np.float64)
+
+    def after_jump(**options):
+        trk = build_tracker("siamfc", model=model, device="cpu", **options)
+        trk.init(first, [40, 36, 24, 24])
+        return trk, box_iou(trk.update(second)[None], truth)[0]
+
+    default, iou_default = after_jump()
+    wide, iou_wide = after_jump(instance_size=351)
+    assert (default.instance_size, default.score_size) == (255, 17)
+    assert (wide.instance_size, wide.score_size) == (351, 29) and wide.window.shape == (29 * 16, 29 * 16)
+    assert wide.x_init / default.x_init == pytest.approx(351 / 255)      # same scale, more context
+    assert iou_default < 0.5 < 0.8 < iou_wide, (iou_default, iou_wide)
+    frames, boxes = moving_sequence(n=6)
+    assert np.array_equal(run(build_tracker("siamfc", model=model, device="cpu", instance_size=255), frames, boxes[0]),
+                          run(build_tracker("siamfc", model=model, device="cpu"), frames, boxes[0]))
+    for bad in (260, -8, 1.5, True, 255 - 18 * 8):
+        with pytest.raises(TrackerError, match="instance_size"):
+            build_tracker("siamfc", model=model, device="cpu", instance_size=bad)

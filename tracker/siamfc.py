@@ -162,6 +162,7 @@ class SiamFCParams:
     scale_penalty: float = 0.9745
     window_influence: float = 0.176
     response_up: int = 16
+    instance_size: int = 0             # search crop side in crop pixels (0: the model's); larger searches farther, same scale
     orientations: int = 0              # N > 0: estimate rotation with N rotated templates
     orientation_window: float = 0.0    # search orientations within ± this many degrees of the last (0: all)
     orientation_margin: float = 0.0    # a new orientation must beat the current one's peak by this (logits)
@@ -174,6 +175,8 @@ class SiamFCParams:
     ridge_sigma: float = 0.1           # ... its label: a Gaussian of this many target sizes (sqrt(w h))
 
     def __post_init__(self):
+        if isinstance(self.instance_size, bool) or not isinstance(self.instance_size, int) or self.instance_size < 0:
+            raise ConfigError(f"instance_size must be an integer >= 0 (0: the model's), got {self.instance_size!r}")
         for name in ("scale_num", "response_up", "orientations", "orientation_patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "orientations" else 1):
@@ -214,7 +217,7 @@ class SiamFCTracker(SiameseTracker):
         super().__init__(model, device, name, backend)
         self.params = p = from_dict(SiamFCParams, options, "tracker options")
         self.stride = int(getattr(model, "stride", 8))
-        self.score_size = int(model.score_size)
+        self.instance_size, self.score_size = self.search_geometry(model, p.instance_size)
         self.upscale_size = self.score_size * p.response_up
         half = (p.scale_num - 1) / 2
         self.scale_factors = p.scale_step ** np.linspace(-half, half, p.scale_num)
@@ -231,6 +234,23 @@ class SiamFCTracker(SiameseTracker):
     @property
     def estimates_orientation(self) -> bool:
         return self.params.orientations > 0
+
+    def search_geometry(self, model, instance_size: int) -> tuple[int, int]:
+        """(search crop side, response side) for ``instance_size`` (0: the model's own).
+
+        The network is fully convolutional, so a larger crop at the same pixel scale (the search
+        region grows, the target's size in the crop does not) gives a larger response map: one
+        more cell per ``stride`` crop pixels. The crop must differ from the model's by whole
+        strides, so that the map's centre stays on the crop's centre.
+        """
+        own = int(model.config.instance_size)
+        if not instance_size or instance_size == own:
+            return own, int(model.score_size)
+        extra = instance_size - own
+        if extra % self.stride or int(model.score_size) + extra // self.stride < 1:
+            raise ConfigError(f"instance_size must be the model's {own} plus a multiple of its stride "
+                              f"{self.stride} (e.g. {own + 4 * self.stride}), and leave a response; got {instance_size}")
+        return instance_size, int(model.score_size) + extra // self.stride
 
     # ---- template bank -------------------------------------------------------------------
     def template_crops(self, frame: np.ndarray, turned: float = 0.0) -> np.ndarray:
@@ -276,7 +296,7 @@ class SiamFCTracker(SiameseTracker):
         """
         p = self.params
         z0 = self.template                                              # (1, C, h, w)
-        size = self.config.instance_size
+        size = self.instance_size
         half_span = (self.score_size - 1) / 2 * self.stride             # crop px from the map centre to its edge
         shifts = self.RIDGE_SHIFTS * half_span * self.x_sz / size       # image px
         centres = self.center[None, :] + shifts
@@ -358,7 +378,7 @@ class SiamFCTracker(SiameseTracker):
         p = self.params
         scale = self.scale_factors[peak.scale_index]
         disp_crop = peak.displacement * self.stride / p.response_up
-        self.center = self.center + disp_crop * self.x_sz * scale / self.config.instance_size
+        self.center = self.center + disp_crop * self.x_sz * scale / self.instance_size
         damped = (1 - p.scale_lr) + p.scale_lr * scale
         self.target_sz = self.target_sz * damped
         self._clamp_state()
@@ -393,7 +413,7 @@ class SiamFCTracker(SiameseTracker):
     # ---- got10k API ----------------------------------------------------------------------
     def init(self, image, box) -> None:
         frame = self._start(image, box)
-        ratio = self.config.instance_size / self.config.exemplar_size
+        ratio = self.instance_size / self.config.exemplar_size
         self.z_init = context_size(self.target_sz[0], self.target_sz[1], self.config.context)
         self.x_init = self.z_init * ratio
         self.z_sz, self.x_sz = self.z_init, self.x_init
@@ -407,7 +427,7 @@ class SiamFCTracker(SiameseTracker):
         self._require_init()
         frame = as_rgb_frame(image)
         check_frame_size(self.frame_size, frame)
-        crops = crop_many(frame, self.center, self.x_sz * self.scale_factors, self.config.instance_size,
+        crops = crop_many(frame, self.center, self.x_sz * self.scale_factors, self.instance_size,
                           self.avg_color)
         responses = self.compute_responses(self._tensor(crops))
         self.apply_peak(self.locate_peak(responses, self.allowed_orientations()))
