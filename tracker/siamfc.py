@@ -175,12 +175,10 @@ class SiamFCParams:
     ridge_sigma: float = 0.1           # ... its label: a Gaussian of this many target sizes (sqrt(w h))
 
     def __post_init__(self):
-        if isinstance(self.instance_size, bool) or not isinstance(self.instance_size, int) or self.instance_size < 0:
-            raise ConfigError(f"instance_size must be an integer >= 0 (0: the model's), got {self.instance_size!r}")
-        for name in ("scale_num", "response_up", "orientations", "orientation_patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "orientations" else 1):
-                raise ConfigError(f"{name} must be an integer >= {0 if name == 'orientations' else 1}, got {value!r}")
+        for name in ("scale_num", "response_up", "orientations", "orientation_patience", "instance_size"):
+            value, least = getattr(self, name), 0 if name in ("orientations", "instance_size") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
         if self.scale_num % 2 == 0:
             raise ConfigError(f"scale_num must be odd (a centre scale), got {self.scale_num}")
         if not self.scale_step >= 1.0:
