@@ -365,12 +365,12 @@ def test_ridge_template_fit_suppresses_a_look_alike_and_keeps_the_target():
 
     def first_frame_response(trk):
         # a search crop centred between the two, both inside its response map
-        crop = crop_many(frame, trk.center + [15, 0], [trk.x_sz], trk.config.instance_size, trk.avg_color)
+        crop = crop_many(frame, trk.center + [15, 0], [trk.x_sz], trk.instance_size, trk.avg_color)
         return trk.compute_responses(trk._tensor(crop))[0, 0]
 
     def cells(trk):
         r = trk.score_size
-        shift = int(round(15 * trk.config.instance_size / trk.x_sz / trk.stride))
+        shift = int(round(15 * trk.instance_size / trk.x_sz / trk.stride))
         return r, r // 2 - shift, r // 2 + shift
 
     def contrast(response, trk):

@@ -242,13 +242,12 @@ class SiamFCTracker(SiameseTracker):
         strides, so that the map's centre stays on the crop's centre.
         """
         own = int(model.config.instance_size)
-        if not instance_size or instance_size == own:
-            return own, int(model.score_size)
-        extra = instance_size - own
+        size = instance_size or own
+        extra = size - own
         if extra % self.stride or int(model.score_size) + extra // self.stride < 1:
             raise ConfigError(f"instance_size must be the model's {own} plus a multiple of its stride "
                               f"{self.stride} (e.g. {own + 4 * self.stride}), and leave a response; got {instance_size}")
-        return instance_size, int(model.score_size) + extra // self.stride
+        return size, int(model.score_size) + extra // self.stride
 
     # ---- template bank -------------------------------------------------------------------
     def template_crops(self, frame: np.ndarray, turned: float = 0.0) -> np.ndarray:
