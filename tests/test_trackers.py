@@ -435,3 +435,38 @@ def test_larger_search_region_reaches_a_target_the_default_crop_cannot():
     for bad in (260, -8, 1.5, True, 255 - 18 * 8):
         with pytest.raises(TrackerError, match="instance_size"):
             build_tracker("siamfc", model=model, device="cpu", instance_size=bad)
+
+
+def test_motion_prior_follows_a_target_that_outruns_the_search_region():
+    """motion_gain: the search is centred ahead along the smoothed velocity, so a target whose
+    per-frame move grows beyond the response map's reach (12, 24, 36, 48 px) is still followed;
+    gain 0 is the default search, bit for bit; out-of-range values are rejected."""
+    rng = np.random.default_rng(1)
+    scene = background(rng, 288, 96)
+    target = blocky_target(rng, 24)
+    xs = [16, 28, 52, 88, 136]
+    frames = []
+    for x in xs:
+        frame = scene.copy()
+        frame[36:60, x:x + 24] = target
+        frames.append(frame)
+    truth = np.array([[xs[-1], 36, 24, 24]], dtype=np.float64)
+    model = tiny_model()
+
+    def final_iou(**options):
+        trk = build_tracker("siamfc", model=model, device="cpu", **options)
+        trk.init(frames[0], [xs[0], 36, 24, 24])
+        for frame in frames[1:]:
+            box = trk.update(frame)
+        return trk, box_iou(box[None], truth)[0]
+
+    _, iou_fixed = final_iou()
+    led, iou_led = final_iou(motion_gain=1.0, motion_lr=1.0)
+    assert iou_fixed < 0.3 < 0.7 < iou_led, (iou_fixed, iou_led)
+    assert led.velocity[0] > 30 and abs(led.velocity[1]) < 4            # it learnt the rightward speed
+    seq, boxes = moving_sequence(n=6)
+    assert np.array_equal(run(build_tracker("siamfc", model=model, device="cpu", motion_gain=0.0), seq, boxes[0]),
+                          run(build_tracker("siamfc", model=model, device="cpu"), seq, boxes[0]))
+    for name, bad in (("motion_gain", 1.5), ("motion_gain", -0.1), ("motion_lr", 2.0)):
+        with pytest.raises(TrackerError, match=name):
+            build_tracker("siamfc", model=model, device="cpu", **{name: bad})

@@ -196,3 +196,32 @@ def test_cli_val_every_and_generated_default_holds_out(tmp_path, data, monkeypat
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == ["error: --val-every cannot change a run being resumed (its stored config is used)"]
 
+
+
+def test_fit_gap_scores_held_out_and_training_videos(tmp_path, data, capsys):
+    """--fit-gap: the validation pass of a checkpoint on the held-out videos and on as many pairs of
+    the training videos, with the weights of the checkpoint it names (no training, nothing written)."""
+    config = tiny(data)
+    trainer = Trainer(config, tmp_path / "run", device="cpu", progress=False)
+    seen = load_validation_pairs(config, videos="training")
+    assert {s.name for s in seen.sequences} == {s.name for s in trainer.pairs().sequences}
+    assert len(seen) == 4 and not seen.augment
+    with torch.no_grad():                        # weights a fresh run with this seed would not start from
+        for param in trainer.model.parameters():
+            param.add_(torch.randn_like(param) * 0.5)
+    ckpt = tmp_path / "weights.pth"
+    save_atomic({"config": config.to_dict(), "model": trainer.model.state_dict()}, ckpt)
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(f'''[model]\ntype = "siamfc"\n[model.backbone]\nname = "resnet22"\ngroup = "R8"\nwidth_mult = 0.125
+[train]\nval_pairs = 4\nnum_workers = 0\n[data]\npath = "{data}"\nval_fraction = 0.25\nval_seed = 3\n''')
+    assert tool.main(["--config", str(toml), "--fit-gap", str(ckpt), "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key, pairs in (("held_out_videos", None), ("training_videos", seen)):   # the checkpoint's weights, the same pass
+        assert report[key] == pytest.approx(trainer.validate(pairs), rel=1e-5)
+    assert report["gap"]["val_loss"] == pytest.approx(
+        report["training_videos"]["val_loss"] - report["held_out_videos"]["val_loss"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml", "weights.pth"]     # nothing written
+    assert tool.main(["--config", str(toml), "--fit-gap", str(tmp_path / "missing.pth")]) == 2
+    assert "no checkpoint file" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="videos"):
+        load_validation_pairs(config, videos="test")

@@ -5,6 +5,8 @@
     python tools/train_tracker.py --out runs/siamfc_ien --resume          # continue a killed run
     python tools/train_tracker.py --checkpoint runs/siamfc_ien/checkpoint.pth \\
         --export tracker/weights/siamfc_ien.pth --half                     # small inference file
+    python tools/train_tracker.py --config configs/tracking/siamfc_ien_real2.toml \
+        --fit-gap tracker/weights/siamfc_ien.pth       # held-out vs training videos, no training
     torchrun --nproc_per_node 2 tools/train_tracker.py --config ...        # data-parallel
 
 Quick runs: --epochs, --pairs-per-epoch, --batch-size, --workers, --max-steps, --device.
@@ -52,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--export", metavar="PATH", help="write an inference checkpoint (config + weights) here")
     p.add_argument("--half", action="store_true", help="export float16 weights")
     p.add_argument("--checkpoint", metavar="FILE", help="export this checkpoint only (no training); needs --export")
+    p.add_argument("--fit-gap", metavar="CKPT",
+                   help="no training: tracking loss and response-peak hit rate of this tracker checkpoint on "
+                        "--config's held-out video pairs and on as many pairs of its training videos (JSON)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -90,6 +95,8 @@ def _run(args) -> int:
             raise TrainingError("--checkpoint (export only) cannot be combined with --config or --resume")
         print(json.dumps(export_weights(args.checkpoint, args.export, half=args.half)))
         return 0
+    if args.fit_gap:
+        return _fit_gap(args)
     if args.max_steps is not None and args.max_steps < 1:
         raise TrainingError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.workers is not None and args.workers < 0:
@@ -148,6 +155,31 @@ def _run(args) -> int:
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    return 0
+
+
+def _fit_gap(args) -> int:
+    """--fit-gap: the validation pass of a tracker checkpoint on the config's held-out and training
+    videos (no training); prints JSON."""
+    import tempfile
+
+    from training.tracking import Trainer, TrainingError, read_config
+
+    if not args.config:
+        raise TrainingError("--fit-gap needs --config: its data sources and held-out split (data.val_fraction)")
+    if args.resume or args.init_from or args.export:
+        raise TrainingError("--fit-gap measures the checkpoint it names: no --resume, --init-from or --export")
+    if not Path(args.fit_gap).is_file():
+        raise TrainingError(f"--fit-gap: no checkpoint file {args.fit_gap}")
+    args.init_from = args.fit_gap
+    config = read_config(args.config, _overrides(args))
+    if config.data.val_fraction <= 0:
+        raise TrainingError(f"--fit-gap: {args.config} holds no videos out (data.val_fraction = 0)")
+    with tempfile.TemporaryDirectory() as empty:      # a fresh out dir, so init_from loads the weights
+        trainer = Trainer(config, empty, device=args.device, num_workers=args.workers, progress=False)
+        result = trainer.fit_gap()
+    print(json.dumps({"checkpoint": args.fit_gap, "config": args.config, "pairs": config.train.val_pairs,
+                      **result}))
     return 0
 
 

@@ -173,6 +173,8 @@ class SiamFCParams:
     template_min_score: float = 0.0    # ... only on frames whose peak confidence (0..1) reaches this
     ridge_lambda: float = 0.0          # > 0: fit the template to the first frame, this ridge regularisation (0: off)
     ridge_sigma: float = 0.1           # ... its label: a Gaussian of this many target sizes (sqrt(w h))
+    motion_gain: float = 0.0           # centre the search this far along the target's smoothed velocity (0: off, 1: all of it)
+    motion_lr: float = 0.5             # ... the velocity's per-frame update rate (exponential average of the moves)
 
     def __post_init__(self):
         for name in ("scale_num", "response_up", "orientations", "orientation_patience", "instance_size"):
@@ -184,7 +186,7 @@ class SiamFCParams:
         if not self.scale_step >= 1.0:
             raise ConfigError(f"scale_step must be >= 1, got {self.scale_step}")
         for name in ("scale_lr", "scale_penalty", "window_influence", "orientation_penalty", "template_lr",
-                     "template_min_score"):
+                     "template_min_score", "motion_gain", "motion_lr"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not (self.ridge_lambda >= 0 and math.isfinite(self.ridge_lambda)):
@@ -415,6 +417,7 @@ class SiamFCTracker(SiameseTracker):
         self.x_init = self.z_init * ratio
         self.z_sz, self.x_sz = self.z_init, self.x_init
         self.orientation_index = 0
+        self.velocity = np.zeros(2)   # image px per frame, for motion_gain
         self._challenger = (0, 0)     # (orientation, frames in a row it has won) for orientation_patience
         self.template = self.build_template(frame)
         if self.params.ridge_lambda:
@@ -424,9 +427,29 @@ class SiamFCTracker(SiameseTracker):
         self._require_init()
         frame = as_rgb_frame(image)
         check_frame_size(self.frame_size, frame)
+        previous = self.center.copy()
+        self.center = self.search_centre()
         crops = crop_many(frame, self.center, self.x_sz * self.scale_factors, self.instance_size,
                           self.avg_color)
         responses = self.compute_responses(self._tensor(crops))
         self.apply_peak(self.locate_peak(responses, self.allowed_orientations()))
+        if self.params.motion_gain:
+            self.velocity += self.params.motion_lr * (self.center - previous - self.velocity)
         self.update_template(frame)
         return self.current_box()
+
+    def search_centre(self) -> np.ndarray:
+        """Where this frame's search crop (and its cosine window) is centred: the last centre, or
+        with ``motion_gain`` g ahead of it by g times the smoothed velocity, at most a quarter of
+        the search side. A target that keeps moving fast (a turning camera carries off-centre
+        targets along circles) stays near the middle of the response map, where the window does
+        not hold it back and the map still reaches it."""
+        if not self.params.motion_gain:
+            return self.center
+        lead = self.params.motion_gain * self.velocity
+        reach = self.x_sz / 4.0
+        norm = float(np.hypot(*lead))
+        if norm > reach:
+            lead = lead * (reach / norm)
+        width, height = self.frame_size
+        return np.clip(self.center + lead, 0.0, [width, height])

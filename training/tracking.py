@@ -307,19 +307,25 @@ def load_pairs(config: RunConfig, workers: int = 1):
                       names=[f"{s.kind}:{s.path}" if s.path else s.kind for s in sources])
 
 
-def load_validation_pairs(config: RunConfig, workers: int = 1):
+def load_validation_pairs(config: RunConfig, workers: int = 1, videos: str = "held-out"):
     """The held-out pairs of ``train.val_every``: ``train.val_pairs`` pairs of the sources' held-out
     videos (``data.val_fraction``), without augmentation and with fixed seeds (``data.val_seed``),
-    so every pass sees the same crops. None when no source holds videos out."""
+    so every pass sees the same crops. None when no source holds videos out.
+
+    ``videos="training"``: as many pairs drawn the same way from the videos the run trains on, of
+    the same sources, the other side of the generalisation gap (``Trainer.fit_gap``)."""
+    if videos not in ("held-out", "training"):
+        raise ValueError(f"videos must be 'held-out' or 'training', got {videos!r}")
     data = config.data
     sources = data.sources or [_lone_source(data)]
     samplers, weights, names = [], [], []
     for k, source in enumerate(sources):
         if not _is_split(config, source):
             continue
-        held = _source_sequences(config, source, workers)[1]
+        seen, held = _source_sequences(config, source, workers)
         if held:
-            samplers.append(_sampler(config, source, k, held, config.train.val_pairs, validation=True))
+            items = held if videos == "held-out" else seen
+            samplers.append(_sampler(config, source, k, items, config.train.val_pairs, validation=True))
             weights.append(source.weight)
             names.append(f"{source.kind}:{source.path}" if source.path else source.kind)
     if not samplers:
@@ -801,14 +807,15 @@ class Trainer:
         return self._val_pairs
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """Tracking loss and response-peak hit rate of the model (eval mode) on the held-out pairs.
+    def validate(self, pairs=None) -> dict[str, float]:
+        """Tracking loss and response-peak hit rate of the model (eval mode) on the held-out pairs
+        (or on ``pairs``).
 
         A hit: the highest response lies within ``R_POS`` search-crop pixels of the target centre.
         The pairs, their crops and the RPN's anchor sampling are the same in every pass, so passes
         compare the weights alone. Uses no global random state (a resumed run stays exact).
         """
-        pairs = self.validation_pairs()
+        pairs = self.validation_pairs() if pairs is None else pairs
         model, dev, train = self.model, self.device, self.config.train
         amp = train.amp and dev.type == "cuda"
         generator = torch.Generator().manual_seed(self.config.data.val_seed)
@@ -833,6 +840,15 @@ class Trainer:
         finally:
             model.train(was_training)
         return {"val_loss": loss_sum / count, "val_peak_hit": hits / count}
+
+    def fit_gap(self) -> dict[str, dict[str, float]]:
+        """The validation pass on the held-out videos and the same pass on as many pairs of the
+        training videos: how much better the weights fit the videos they learnt from (a large gap
+        says more steps on the same videos will not carry to new ones)."""
+        held = self.validate()
+        seen = self.validate(load_validation_pairs(self.config, workers=self.num_workers, videos="training"))
+        return {"held_out_videos": held, "training_videos": seen,
+                "gap": {key: seen[key] - held[key] for key in held}}
 
     def _validate_and_keep_best(self) -> dict[str, float]:
         """A validation pass; a new lowest loss writes OUT/best.pth (every rank must call: rank 0
