@@ -223,5 +223,10 @@ def test_fit_gap_scores_held_out_and_training_videos(tmp_path, data, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml", "weights.pth"]     # nothing written
     assert tool.main(["--config", str(toml), "--fit-gap", str(tmp_path / "missing.pth")]) == 2
     assert "no checkpoint file" in capsys.readouterr().err
+    rpn = tmp_path / "rpn.toml"                  # same backbone, another head: not the checkpoint's model
+    rpn.write_text(toml.read_text().replace('type = "siamfc"', 'type = "siamrpn"'))
+    assert tool.main(["--config", str(rpn), "--fit-gap", str(ckpt), "--device", "cpu"]) == 2
+    assert "lacks" in capsys.readouterr().err
+    rpn.unlink()
     with pytest.raises(ValueError, match="videos"):
         load_validation_pairs(config, videos="test")

@@ -5,7 +5,7 @@
     python tools/train_tracker.py --out runs/siamfc_ien --resume          # continue a killed run
     python tools/train_tracker.py --checkpoint runs/siamfc_ien/checkpoint.pth \\
         --export tracker/weights/siamfc_ien.pth --half                     # small inference file
-    python tools/train_tracker.py --config configs/tracking/siamfc_ien_real2.toml \
+    python tools/train_tracker.py --config configs/tracking/siamfc_ien_real2.toml \\
         --fit-gap tracker/weights/siamfc_ien.pth       # held-out vs training videos, no training
     torchrun --nproc_per_node 2 tools/train_tracker.py --config ...        # data-parallel
 
@@ -177,6 +177,10 @@ def _fit_gap(args) -> int:
         raise TrainingError(f"--fit-gap: {args.config} holds no videos out (data.val_fraction = 0)")
     with tempfile.TemporaryDirectory() as empty:      # a fresh out dir, so init_from loads the weights
         trainer = Trainer(config, empty, device=args.device, num_workers=args.workers, progress=False)
+        fresh = trainer.initialized_from["fresh"]
+        if fresh:      # init_from fills what matches; a measurement needs every tensor of the model
+            raise TrainingError(f"--fit-gap: {args.fit_gap} lacks tensors of {args.config}'s model "
+                                f"({len(fresh)}, e.g. {fresh[0]}); give the config it was trained with")
         result = trainer.fit_gap()
     print(json.dumps({"checkpoint": args.fit_gap, "config": args.config, "pairs": config.train.val_pairs,
                       **result}))
