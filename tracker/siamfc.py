@@ -428,28 +428,25 @@ class SiamFCTracker(SiameseTracker):
         frame = as_rgb_frame(image)
         check_frame_size(self.frame_size, frame)
         previous = self.center.copy()
-        self.center = self.search_centre()
+        lead = self.motion_lead()
+        if lead.any():                  # the search (and its window) is centred ahead, in the frame
+            self.center = self.center + lead
+            self._clamp_state()
         crops = crop_many(frame, self.center, self.x_sz * self.scale_factors, self.instance_size,
                           self.avg_color)
         responses = self.compute_responses(self._tensor(crops))
         self.apply_peak(self.locate_peak(responses, self.allowed_orientations()))
-        if self.params.motion_gain:
-            self.velocity += self.params.motion_lr * (self.center - previous - self.velocity)
+        self.velocity += self.params.motion_lr * (self.center - previous - self.velocity)
         self.update_template(frame)
         return self.current_box()
 
-    def search_centre(self) -> np.ndarray:
-        """Where this frame's search crop (and its cosine window) is centred: the last centre, or
-        with ``motion_gain`` g ahead of it by g times the smoothed velocity, at most a quarter of
-        the search side. A target that keeps moving fast (a turning camera carries off-centre
-        targets along circles) stays near the middle of the response map, where the window does
-        not hold it back and the map still reaches it."""
-        if not self.params.motion_gain:
-            return self.center
+    def motion_lead(self) -> np.ndarray:
+        """How far ahead of the last centre this frame's search is centred: ``motion_gain`` times
+        the smoothed velocity, at most a quarter of the search side (zero by default). A target that
+        keeps moving fast (a turning camera carries off-centre targets along circles) stays near
+        the middle of the response map, where the window does not hold it back and the map still
+        reaches it."""
         lead = self.params.motion_gain * self.velocity
         reach = self.x_sz / 4.0
         norm = float(np.hypot(*lead))
-        if norm > reach:
-            lead = lead * (reach / norm)
-        width, height = self.frame_size
-        return np.clip(self.center + lead, 0.0, [width, height])
+        return lead * (reach / norm) if norm > reach else lead
