@@ -159,8 +159,8 @@ class RESiamFCTracker(SiamFCTracker):
             return _with_backbone(model, export_e2_backbone(model.backbone).to(self.device))
         return model
 
-    def locate_peak(self, responses: np.ndarray, allowed: np.ndarray) -> Peak:
-        peak = super().locate_peak(responses, allowed)
+    def locate_peak(self, responses: np.ndarray, allowed: np.ndarray, colour: np.ndarray | None = None) -> Peak:
+        peak = super().locate_peak(responses, allowed, colour)
         self._pending_offset = 0.0
         if self.options.angle_refine:
             # upsampled-map pixel -> response cell (cv2.resize's pixel-centre convention)

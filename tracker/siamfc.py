@@ -16,7 +16,9 @@ orientations near the last one (the RE-SiamNet motion prior); ``orientation_marg
 ``template_lr > 0`` the template features follow the target's current appearance (a linear
 update after every frame). With ``ridge_lambda > 0`` the template is fitted to the first frame at
 init (:meth:`SiamFCTracker.fit_template`: closed-form ridge regression that suppresses the
-background and look-alikes). Subclasses override :meth:`template_crops`,
+background and look-alikes). With ``colour_weight > 0`` colour histograms of the target and its
+surroundings (:mod:`tracker.colour`, Staple's per-pixel score) are blended into the response
+map. Subclasses override :meth:`template_crops`,
 :meth:`build_template`, :meth:`compute_responses` or :meth:`locate_peak`.
 """
 from __future__ import annotations
@@ -33,7 +35,8 @@ from got10k.trackers import Tracker
 from backbones import ConfigError, from_dict
 
 from .backends import BackendError, build_features, resolve_backend
-from .crops import context_size, crop_and_resize, crop_many, mean_color
+from .colour import ColourModel, colour_bins
+from .crops import context_size, crop_and_resize, crop_many, image_to_crop, mean_color
 from .frames import TrackerError, as_rgb, check_frame_size  # TrackerError is defined there (no torch)
 from .orientation import AXIS_BOX_MODES, axis_aligned_box, orientation_mask, rotated_template_bank
 
@@ -175,6 +178,8 @@ class SiamFCParams:
     ridge_sigma: float = 0.1           # ... its label: a Gaussian of this many target sizes (sqrt(w h))
     motion_gain: float = 0.0           # centre the search this far along the target's smoothed velocity (0: off, 1: all of it)
     motion_lr: float = 0.5             # ... the velocity's per-frame update rate (exponential average of the moves)
+    colour_weight: float = 0.0         # blend this much of a colour-histogram score into the response (0: off; tracker.colour)
+    colour_lr: float = 0.04            # ... the histograms' per-frame update rate
 
     def __post_init__(self):
         for name in ("scale_num", "response_up", "orientations", "orientation_patience", "instance_size"):
@@ -186,7 +191,7 @@ class SiamFCParams:
         if not self.scale_step >= 1.0:
             raise ConfigError(f"scale_step must be >= 1, got {self.scale_step}")
         for name in ("scale_lr", "scale_penalty", "window_influence", "orientation_penalty", "template_lr",
-                     "template_min_score", "motion_gain", "motion_lr"):
+                     "template_min_score", "motion_gain", "motion_lr", "colour_weight", "colour_lr"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not (self.ridge_lambda >= 0 and math.isfinite(self.ridge_lambda)):
@@ -338,11 +343,13 @@ class SiamFCTracker(SiameseTracker):
         last = self.orientation_angles[self.orientation_index]
         return np.flatnonzero(orientation_mask(self.orientation_angles, last, self.params.orientation_window))
 
-    def locate_peak(self, responses: np.ndarray, allowed: np.ndarray) -> Peak:
+    def locate_peak(self, responses: np.ndarray, allowed: np.ndarray, colour: np.ndarray | None = None) -> Peak:
         """Best (scale, orientation) after upsampling, scale penalty and cosine window (siamfc-pytorch).
 
         With a template bank, each scale's best orientation is chosen on the raw 17x17 peaks, so
-        only ``scale_num`` maps are upsampled.
+        only ``scale_num`` maps are upsampled. ``colour`` (the upsampled map's shape, values in
+        0..1: :meth:`colour_scores`) is blended into the chosen scale's map, scaled to 0..1, with
+        weight ``colour_weight`` before the window.
         """
         s, _, r, _ = responses.shape
         candidates = responses[:, allowed]                               # (S, n, R, R)
@@ -365,6 +372,10 @@ class SiamFCTracker(SiameseTracker):
         best = int(np.argmax((up.max(axis=1) - up.min()) * self.scale_weights))
         response = up[best].reshape(u, u)
         response = response - response.min()
+        if colour is not None:
+            w = self.params.colour_weight
+            response = (1 - w) * response / (response.max() + 1e-16) + w * colour
+            response = response - response.min()
         response = response / (response.sum() + 1e-16)
         response = (1 - self.params.window_influence) * response + self.params.window_influence * self.window
         row, col = np.unravel_index(np.argmax(response), response.shape)
@@ -422,6 +433,11 @@ class SiamFCTracker(SiameseTracker):
         self.template = self.build_template(frame)
         if self.params.ridge_lambda:
             self.fit_template(frame)
+        self.colour_model = None
+        if self.params.colour_weight:
+            self.colour_model = ColourModel(self.instance_size)
+            crop = crop_and_resize(frame, self.center, self.x_sz, self.instance_size, self.avg_color)
+            self.learn_colours(colour_bins(crop), self.center.copy(), self.x_sz, rate=1.0)
 
     def update(self, image) -> np.ndarray:
         self._require_init()
@@ -435,10 +451,40 @@ class SiamFCTracker(SiameseTracker):
         crops = crop_many(frame, self.center, self.x_sz * self.scale_factors, self.instance_size,
                           self.avg_color)
         responses = self.compute_responses(self._tensor(crops))
-        self.apply_peak(self.locate_peak(responses, self.allowed_orientations()))
+        colour = None
+        if self.colour_model is not None:   # on the centre scale's crop (the scales differ by a few %)
+            search_centre, search_side = self.center.copy(), self.x_sz
+            bins = colour_bins(crops[len(crops) // 2])
+            colour = self.colour_scores(bins)
+        self.apply_peak(self.locate_peak(responses, self.allowed_orientations(), colour))
+        if colour is not None:
+            self.learn_colours(bins, search_centre, search_side, rate=self.params.colour_lr)
         self.velocity += self.params.motion_lr * (self.center - previous - self.velocity)
         self.update_template(frame)
         return self.current_box()
+
+    # ---- colour model (colour_weight > 0) -----------------------------------------------------
+    def colour_scores(self, bins: np.ndarray) -> np.ndarray:
+        """The colour model's box score (0..1) at every position of the upsampled response map:
+        the mean target probability over a box of the target's (unturned) size there, in the
+        search crop whose colour bins are ``bins``."""
+        size = self.target_sz * self.instance_size / self.x_sz
+        scores = self.colour_model.box_scores(bins, size)
+        u, step = self.upscale_size, self.stride / self.params.response_up
+        offset = self.instance_size / 2.0 - 0.5 - (u - 1) / 2.0 * step      # map pixel -> crop pixel index
+        m = np.array([[step, 0.0, offset], [0.0, step, offset]])
+        return cv2.warpAffine(scores, m, (u, u), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def learn_colours(self, bins: np.ndarray, crop_centre: np.ndarray, crop_side: float, rate: float) -> None:
+        """Update the colour histograms from a crop's ``bins`` (the crop cut about ``crop_centre``, ``crop_side``
+        image pixels) at the target's current box (the axis-aligned box ``current_box`` reports)."""
+        box = self.current_box() if self.estimates_orientation else None
+        size = (box[2:] if box is not None else self.target_sz) * self.instance_size / crop_side
+        centre = image_to_crop(self.center, crop_centre, crop_side, self.instance_size)
+        width, height = self.frame_size
+        valid = image_to_crop(np.array([[0.0, 0.0], [width, height]]), crop_centre, crop_side, self.instance_size)
+        self.colour_model.learn(bins, centre, size, valid.reshape(-1), rate)
 
     def motion_lead(self) -> np.ndarray:
         """How far ahead of the last centre this frame's search is centred: ``motion_gain`` times
