@@ -16,7 +16,8 @@ RED, GREEN = (220, 40, 40), (90, 120, 90)
 
 def scene(rng, centre, axes=(9, 9), angle=0.0, size=(200, 160)):
     """A noisy green frame with a red ellipse (the target) at ``centre``."""
-    frame = np.full((size[1], size[0], 3), GREEN, np.uint8) + rng.integers(0, 20, (size[1], size[0], 3)).astype(np.uint8)
+    noise = rng.integers(0, 20, (size[1], size[0], 3)).astype(np.uint8)
+    frame = np.full((size[1], size[0], 3), GREEN, np.uint8) + noise
     cv2.ellipse(frame, tuple(int(round(v)) for v in centre), axes, angle, 0, 360, RED, -1)
     return frame
 

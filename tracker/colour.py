@@ -55,9 +55,9 @@ class ColourModel:
         x0, y0, x1, y1 = valid
         c = self._centres
         dx, dy = (c - cx) / (w / 2), (c - cy) / (h / 2)
-        frame_x, frame_y = _span((c >= x0) & (c <= x1)), _span((c >= y0) & (c <= y1))
-        box_x = _span((np.abs(dx) <= 1.0) & (c >= x0) & (c <= x1))     # the box, within the frame
-        box_y = _span((np.abs(dy) <= 1.0) & (c >= y0) & (c <= y1))
+        in_x, in_y = (c >= x0) & (c <= x1), (c >= y0) & (c <= y1)
+        frame_x, frame_y = _span(in_x), _span(in_y)
+        box_x, box_y = _span((np.abs(dx) <= 1.0) & in_x), _span((np.abs(dy) <= 1.0) & in_y)   # box within frame
         count = lambda values: np.bincount(values.ravel(), minlength=_NUM_BINS)   # noqa: E731
         in_box = bins[box_y, box_x]
         ex, ey = dx[box_x], dy[box_y]

@@ -477,8 +477,9 @@ class SiamFCTracker(SiameseTracker):
                               borderMode=cv2.BORDER_REPLICATE)
 
     def learn_colours(self, bins: np.ndarray, crop_centre: np.ndarray, crop_side: float, rate: float) -> None:
-        """Update the colour histograms from a crop's ``bins`` (the crop cut about ``crop_centre``, ``crop_side``
-        image pixels) at the target's current box (the axis-aligned box ``current_box`` reports)."""
+        """Update the colour histograms from a crop's ``bins`` (the crop cut about ``crop_centre``,
+        ``crop_side`` image pixels) at the target's current box (the axis-aligned box
+        ``current_box`` reports)."""
         box = self.current_box() if self.estimates_orientation else None
         size = (box[2:] if box is not None else self.target_sz) * self.instance_size / crop_side
         centre = image_to_crop(self.center, crop_centre, crop_side, self.instance_size)
