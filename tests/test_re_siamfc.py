@@ -289,15 +289,11 @@ def test_colour_model_blends_into_the_rotated_template_search(r4_model):
     """colour_weight reaches RE-SiamNet's peak search (its locate_peak passes the colour score on):
     on colour alone (weight 1, no window) a red disc that jumps between frames is found to within
     two pixels, with the angle refinement on as well."""
+    from test_colour_model import scene     # a red disc on a noisy green frame
+
     rng = np.random.default_rng(0)
-
-    def frame(centre):
-        image = np.full((160, 200, 3), (90, 120, 90), np.uint8) + rng.integers(0, 20, (160, 200, 3)).astype(np.uint8)
-        cv2.circle(image, centre, 9, (220, 40, 40), -1)
-        return image
-
     trk = RESiamFCTracker(r4_model, device="cpu", colour_weight=1.0, window_influence=0.0, angle_refine=True)
-    trk.init(frame((80, 70)), [71, 61, 18, 18])
+    trk.init(scene(rng, (80, 70)), [71, 61, 18, 18])
     for centre in ((92, 64), (99, 80), (90, 91)):
-        box = trk.update(frame(centre))
+        box = trk.update(scene(rng, centre))
         assert np.hypot(*(box[:2] + box[2:] / 2 - np.array(centre))) < 2.0, (centre, box)

@@ -480,8 +480,7 @@ class SiamFCTracker(SiameseTracker):
         """Update the colour histograms from a crop's ``bins`` (the crop cut about ``crop_centre``,
         ``crop_side`` image pixels) at the target's current box (the axis-aligned box
         ``current_box`` reports)."""
-        box = self.current_box() if self.estimates_orientation else None
-        size = (box[2:] if box is not None else self.target_sz) * self.instance_size / crop_side
+        size = self.current_box()[2:] * self.instance_size / crop_side
         centre = image_to_crop(self.center, crop_centre, crop_side, self.instance_size)
         width, height = self.frame_size
         valid = image_to_crop(np.array([[0.0, 0.0], [width, height]]), crop_centre, crop_side, self.instance_size)
