@@ -149,9 +149,10 @@ def _file_sha256(path) -> str | None:
 def tracker_identity(name: str, checkpoint=None, options: dict | None = None, backend: str | None = None) -> dict:
     """What decides a tracker's output: its name, its weights (SHA-256 of the checkpoint's
     content, by default of the bundled weights; the OpenCV version for the "cv2-" baselines),
-    its tracking options and its inference backend (tracker.backends: folded or exported networks
-    change boxes in the last bits). Not the device. The backend is left out of the key for the
-    model's own forward ("torch-unfused", or None), which is what results before backends used."""
+    its tracking options and its inference backend with the backends' revision (tracker.backends:
+    folded or exported networks change boxes in the last bits). Not the device. The backend is
+    left out of the key for the model's own forward ("torch-unfused", or None), which is what
+    results before backends used."""
     weights = None
     if name == "identity":
         weights = "initial box, angle 0"    # its rule: results from before it reported an angle are not reused
@@ -171,7 +172,9 @@ def tracker_identity(name: str, checkpoint=None, options: dict | None = None, ba
         weights = None if checkpoint is None else _file_sha256(checkpoint)
     identity = {"name": name, "weights": weights, "options": dict(options or {})}
     if backend not in (None, "torch-unfused") and name != "identity" and not name.startswith("cv2-"):
+        from tracker.backends import BACKEND_REVISION
         identity["backend"] = backend
+        identity["backend_revision"] = BACKEND_REVISION
     return identity
 
 

@@ -8,7 +8,7 @@ import torch
 from evaluation.experiment import tracker_identity
 from evaluation.synthetic import generate_sequence
 from tracker import build_tracker
-from tracker.backends import (BackendError, CropBorder, FoldedFeatures, build_features, crops_as_convolutions,
+from tracker.backends import (BACKEND_REVISION, BackendError, CropBorder, FoldedFeatures, build_features, crops_as_convolutions,
                               onnx_session, onnxruntime_available, resolve_backend)
 from tracker.models import build_model
 from tracker.runtime import apply_thread_policy
@@ -47,6 +47,26 @@ def test_backends_track_like_the_unfused_model(sequence, name, backends):
             assert set(tracker.features.sessions) == {
                 (max(1, p.orientations), 3, tracker.config.exemplar_size, tracker.config.exemplar_size),
                 (p.scale_num, 3, tracker.config.instance_size, tracker.config.instance_size)}
+
+
+def test_optimised_backends_correlate_one_template_by_gemm(sequence, monkeypatch):
+    """The GEMM correlation runs for the upright trackers on an optimised backend only: the
+    reference backend and a template bank keep conv2d; the responses agree to float rounding."""
+    import tracker.heads as heads
+    calls = []
+    gemm = heads.xcorr_gemm
+    monkeypatch.setattr(heads, "xcorr_gemm", lambda z, x: calls.append(z.shape[0]) or gemm(z, x))
+    frames, box = sequence
+    responses = {}
+    for name, backend in [("siamfc", "torch-unfused"), ("siamfc-ien-rot", "torch"), ("siamfc", "torch")]:
+        calls.clear()
+        tracker = build_tracker(name, device="cpu", backend=backend)
+        tracker.init(frames[0], box)
+        search = tracker._tensor(np.stack([frames[1][:255, :200]] * 3))
+        responses[name, backend] = tracker.compute_responses(search)
+        assert calls == ([1] if (name, backend) == ("siamfc", "torch") else [])
+    reference = responses["siamfc", "torch-unfused"]
+    assert np.abs(responses["siamfc", "torch"] - reference).max() < 1e-4 * np.abs(reference).max()
 
 
 @needs_ort
@@ -152,7 +172,8 @@ def test_result_keys_name_the_backend_except_the_model_own_forward():
     plain = tracker_identity("siamfc", options={})
     assert "backend" not in plain                                 # keys of results made before backends
     assert "backend" not in tracker_identity("siamfc", options={}, backend="torch-unfused")
-    assert tracker_identity("siamfc", options={}, backend="onnxruntime")["backend"] == "onnxruntime"
+    fast = tracker_identity("siamfc", options={}, backend="onnxruntime")
+    assert fast["backend"] == "onnxruntime" and fast["backend_revision"] == BACKEND_REVISION >= 2
     assert "backend" not in tracker_identity("cv2-mil", backend="onnxruntime")
 
 

@@ -124,19 +124,48 @@ def test_cli_without_a_registry_fails_with_one_line(tmp_path, monkeypatch, capsy
     assert len(err) == 1 and "tracker.build_tracker is not available" in err[0]
 
 
-def test_cli_times_an_untrained_model_from_a_training_config(tmp_path, capsys):
-    """The real registry: a .toml config gives an untrained tracker of that architecture."""
+@pytest.mark.parametrize("backend, correlation", [("torch", "gemm"), ("torch-unfused", "conv2d")])
+def test_cli_times_an_untrained_model_from_a_training_config(tmp_path, capsys, backend, correlation):
+    """The real registry: a .toml config gives an untrained tracker of that architecture; its
+    correlation is timed both ways, on its own features, and the way its backend uses is named."""
     config = ROOT / "configs" / "tracking" / "siamfc_plain.toml"
     pytest.importorskip("tracker.models")
     if not config.is_file():
         pytest.skip("configs/tracking/siamfc_plain.toml not present")
     root = str(_one_sequence(tmp_path / "data"))
     assert bench.main(["--root", root, "--device", "cpu", "--warmup", "0", "--frames", "2",
-                       "--backbone-time", "0.01", "--json",
+                       "--backbone-time", "0.01", "--json", "--backend", backend,
                        "--trackers", f"siamfc-plain={config}"]) == 0
     report = json.loads(capsys.readouterr().out)
     entry = report["trackers"]["siamfc-plain@siamfc_plain"]
     assert entry["tracker"]["n"] == 2 and entry["backbone"]["input"] == [1, 3, 255, 255]
+    corr = entry["correlation"]
+    assert corr["used"] == correlation and corr["template"][0] == 1 and corr["search"][0] == 3
+    assert corr["template"][1] == corr["search"][1] and corr["conv2d_ms"] > 0 and corr["gemm_ms"] > 0
+    assert corr["max_abs_difference"] < 1e-3
+
+
+def test_conv2d_twins_run_the_same_tracker_correlating_by_conv2d(tmp_path, capsys, monkeypatch):
+    """--conv2d-twins: beside each SiamFC tracker its twin runs, and only the original correlates
+    by GEMM (counted); without --interleaved it is one error line."""
+    config = ROOT / "configs" / "tracking" / "siamfc_plain.toml"
+    pytest.importorskip("tracker.models")
+    import tracker.heads as heads
+
+    calls = []
+    gemm = heads.xcorr_gemm
+    monkeypatch.setattr(heads, "xcorr_gemm", lambda z, x: calls.append(z.shape[0]) or gemm(z, x))
+    root = str(_one_sequence(tmp_path / "data"))
+    frames = len(list((tmp_path / "data").rglob("*.jpg")))
+    args = ["--root", root, "--device", "cpu", "--warmup", "0", "--json", "--backend", "torch",
+            "--trackers", f"siamfc-plain={config}", "--conv2d-twins"]
+    assert bench.main(args + ["--interleaved"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["trackers"]) == {"siamfc-plain@siamfc_plain", "siamfc-plain@siamfc_plain+conv2d"}
+    assert report["trackers"]["siamfc-plain@siamfc_plain+conv2d"]["frames"] == frames
+    assert calls == [1] * (frames - 1)          # the original's updates only
+    assert bench.main(args) == 2
+    assert "--conv2d-twins needs --interleaved" in capsys.readouterr().err
 
 
 class _CountingTracker(Tracker):

@@ -4,7 +4,9 @@ import torch
 from backbones import ConfigError, from_dict, to_dict
 from backbones.checkpoints import backbone_from_checkpoint, save_atomic
 from tracker.anchors import box_iou_matrix, cxcywh_to_xyxy, decode_boxes, encode_boxes, generate_anchors
-from tracker.heads import xcorr, xcorr_depthwise
+import torch.nn.functional as F
+
+from tracker.heads import xcorr, xcorr_bank, xcorr_depthwise, xcorr_gemm
 from tracker.losses import balanced_bce, rpn_targets, siamfc_labels
 from tracker.models import ModelConfig, SiamFCNet, SiamRPNNet, build_model
 
@@ -76,6 +78,27 @@ def test_correlation_matches_direct_sum():
     assert torch.allclose(dw.sum(1), xcorr(z, x)[:, 0], atol=1e-5)
     with pytest.raises(ValueError, match="batch"):
         xcorr(torch.randn(2, 4, 2, 2), torch.randn(3, 4, 5, 5))
+
+
+@pytest.mark.parametrize("z_shape, x_shape", [((1, 8, 5, 5), (3, 8, 22, 22)), ((1, 3, 2, 4), (2, 3, 7, 6)),
+                                               ((1, 4, 3, 3), (1, 4, 3, 3))])
+def test_gemm_correlation_equals_conv2d(z_shape, x_shape):
+    """The fast backends' correlation (a GEMM and a shifted sum) is conv2d's, non-square maps and
+    kernels included, for one template and for a bank, and its gradients are conv2d's too."""
+    torch.manual_seed(0)
+    z = torch.randn(z_shape, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(x_shape, dtype=torch.float64, requires_grad=True)
+    out, expected = xcorr_gemm(z, x), F.conv2d(x, z)
+    assert out.shape == expected.shape
+    assert torch.allclose(out, expected, atol=1e-10)
+    grads = torch.autograd.grad((out * expected.detach()).sum(), (z, x))
+    expected_grads = torch.autograd.grad((expected * expected.detach()).sum(), (z, x))
+    for g, e in zip(grads, expected_grads):
+        assert torch.allclose(g, e, atol=1e-10)
+    bank = torch.randn(3, *z_shape[1:], dtype=torch.float64)
+    assert torch.allclose(xcorr_gemm(bank, x.detach()), xcorr_bank(bank, x.detach()), atol=1e-10)
+    with pytest.raises(ValueError, match="larger"):
+        xcorr_gemm(torch.randn(1, z_shape[1], x_shape[2] + 1, 1), x.detach())
 
 
 def test_siamfc_labels_follow_the_box_centre():

@@ -14,9 +14,11 @@ the JPEG is not (frames are decoded beforehand, by :func:`tracker.frames.read_fr
 or corrupt frame is an error naming it). The backbone alone (through the tracker's inference
 backend: its feature extractor) is timed on a (1, 3, S, S) search-size tensor, S = the model's
 instance size, by ``torch.utils.benchmark.Timer.blocked_autorange`` for ``--backbone-time``
-seconds. Reported: median and
-interquartile range of the per-frame times, FPS = 1 / median, and the FPS ratios
-IEN / RE-SiamNet (e.g. siamfc / re-siamfc) and plain / IEN (siamfc-plain / siamfc).
+seconds; so is a SiamFC tracker's correlation alone, on its own template bank and search
+features, as conv2d and as one GEMM (``correlation``: which one its backend uses, both times and
+their largest difference). Reported: median and interquartile range of the per-frame times,
+FPS = 1 / median, and the FPS ratios IEN / RE-SiamNet (e.g. siamfc / re-siamfc) and plain / IEN
+(siamfc-plain / siamfc).
 
 ``--re-equal-params`` adds the row ``re-siamfc-eqparams``: an untrained e2cnn C8 ResNet-22
 RE-SiamNet as wide as needed to have the parameter count of the IEN SiamFC (``siamfc``), the
@@ -65,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10, help="untimed frames first (default 10)")
     p.add_argument("--frames", type=int, default=100, help="timed frames (default 100)")
     p.add_argument("--backbone-time", type=float, default=2.0, metavar="SECONDS",
-                   help="time the backbone alone for at least this long (torch.utils.benchmark "
+                   help="time the backbone (and the SiamFC correlation) alone for at least this long "
+                        "(torch.utils.benchmark "
                         "blocked_autorange; default 2)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch, OpenCV and ONNX Runtime (default: the cores not busy)")
@@ -82,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "timed; FPS = frames / total tracker time, ratios to --reference")
     p.add_argument("--video", type=Path, default=None, help="--interleaved: a video file instead of --root")
     p.add_argument("--init-box", default=None, metavar="X,Y,W,H", help="--video: the target's first box")
+    p.add_argument("--conv2d-twins", action="store_true",
+                   help="--interleaved: every SiamFC tracker also runs as LABEL+conv2d, the same tracker "
+                        "correlating by conv2d instead of one GEMM (an end-to-end A/B of the correlation)")
     p.add_argument("--reference", default=None, metavar="LABEL",
                    help="--interleaved: report every tracker's FPS ratio to this one (e.g. cv2-mil)")
     args = p.parse_args(argv)
@@ -267,6 +273,20 @@ def _build(name: str, path: Path | None, device: str, backend: str | None = None
         raise BenchmarkError(f"cannot build tracker {name!r} from {path}: {exc}") from None
 
 
+def add_conv2d_twins(trackers: dict, specs: list, device: str, backend: str) -> dict:
+    """``trackers`` with, after each SiamFC tracker (one that may correlate by GEMM), a second
+    build of it, labelled LABEL+conv2d, that always correlates by the model's conv2d."""
+    paths = {label: (name, path) for label, name, path in specs}
+    out = {}
+    for label, (name, tracker) in trackers.items():
+        out[label] = (name, tracker)
+        if hasattr(tracker, "gemm_correlation") and label in paths:
+            twin = _build(*paths[label], device, backend)
+            twin.gemm_correlation = False
+            out[f"{label}+conv2d"] = (name, twin)
+    return out
+
+
 def _concrete_backend(backend: str, device: str) -> str:
     """--backend resolved for weights loaded from files (also used for untrained .toml models)."""
     from tracker.backends import BackendError, resolve_backend
@@ -372,6 +392,10 @@ def run(args: argparse.Namespace) -> dict:
                              "or NAME=CONFIG.toml")
     for label, reason in skipped.items():
         print(f"warning: skipping {label}: {reason}", file=sys.stderr)
+    if args.conv2d_twins and not args.interleaved:
+        raise BenchmarkError("--conv2d-twins needs --interleaved")
+    if args.conv2d_twins:
+        trackers = add_conv2d_twins(trackers, specs, device, backend)
     if args.interleaved:
         return run_interleaved(args, trackers)
     if args.video is not None:
@@ -396,6 +420,7 @@ def run(args: argparse.Namespace) -> dict:
         else:
             entry["backbone"] = None
         entry["backend"] = getattr(tracker, "backend", None)
+        entry["correlation"] = time_correlation(tracker, frames[-1], args.backbone_time)
         if label == EQUAL_PARAMS_LABEL:
             entry["equal_parameters"] = tracker.equal_parameters
         results[label] = entry
@@ -552,6 +577,37 @@ def format_interleaved(report: dict) -> str:
     return "\n".join(lines)
 
 
+def time_correlation(tracker, frame: np.ndarray, min_run_time: float) -> dict | None:
+    """A SiamFC tracker's correlation alone, conv2d (:func:`tracker.heads.xcorr_bank`, the model's
+    own) against one GEMM and a shifted sum (:func:`tracker.heads.xcorr_gemm`), on the tracker's
+    own template bank and its search features of ``frame`` at its current state (call after
+    updates), each by ``blocked_autorange``; None for trackers without a template bank."""
+    import torch
+    from torch.utils.benchmark import Timer
+
+    template, correlates_by_gemm = getattr(tracker, "template", None), getattr(tracker, "correlates_by_gemm", None)
+    if not isinstance(template, torch.Tensor) or correlates_by_gemm is None:
+        return None
+    from tracker.crops import crop_many
+    from tracker.heads import xcorr_bank, xcorr_gemm
+
+    crops = crop_many(frame, tracker.center, tracker.x_sz * tracker.scale_factors, tracker.instance_size,
+                      tracker.avg_color)
+    with torch.inference_mode():
+        search = tracker.features(tracker._tensor(crops))
+        difference = (xcorr_bank(template, search) - xcorr_gemm(template, search)).abs().max().item()
+    result = {"template": list(template.shape), "search": list(search.shape),
+              "used": "gemm" if correlates_by_gemm() else "conv2d", "max_abs_difference": difference}
+    for label, correlate in (("conv2d", xcorr_bank), ("gemm", xcorr_gemm)):
+        timer = Timer(stmt="correlate(z, x)", globals={"correlate": correlate, "z": template, "x": search},
+                      num_threads=torch.get_num_threads(), label="correlation", description=label)
+        with torch.inference_mode():
+            measurement = timer.blocked_autorange(min_run_time=min_run_time)
+        result[f"{label}_ms"] = measurement.median * 1e3
+    result["gemm_speedup"] = result["conv2d_ms"] / result["gemm_ms"]
+    return result
+
+
 def format_table(report: dict) -> str:
     lines = [f"device {report['device']} (torch threads {report['torch_threads']}), batch 1, "
              f"{report['frames']} timed frames after {report['warmup']} warm-up, "
@@ -567,6 +623,13 @@ def format_table(report: dict) -> str:
                      f"{bb} |")
     for label, reason in report.get("skipped", {}).items():
         lines.append(f"| {label} | skipped: {reason} | | | | | |")
+    correlations = {label: e["correlation"] for label, e in report["trackers"].items() if e.get("correlation")}
+    if correlations:
+        lines += ["", "| Tracker | template | search features | conv2d ms | GEMM ms | speed-up | used |",
+                  "|---|---|---|---:|---:|---:|---|"]
+        for label, c in correlations.items():
+            lines.append(f"| {label} | {'x'.join(map(str, c['template']))} | {'x'.join(map(str, c['search']))} | "
+                         f"{c['conv2d_ms']:.3f} | {c['gemm_ms']:.3f} | {c['gemm_speedup']:.1f}x | {c['used']} |")
     if report["ratios"]:
         lines.append("")
         for pair, r in report["ratios"].items():

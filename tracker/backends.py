@@ -16,8 +16,14 @@ correlation and heads stay the model's own code.
 - ``auto``: ``onnxruntime`` on the CPU where installed, else ``torch``; ``torch-unfused`` for a
   model given in memory (it may still be training, and a snapshot would go stale).
 
+The optimised backends (``torch``, ``onnxruntime``) also have the SiamFC trackers correlate a
+single template by one GEMM and a shifted sum (:func:`tracker.heads.xcorr_gemm`, 4-7x faster
+than conv2d on the CPU); ``torch-unfused`` keeps the model's conv2d.
+
 The folded and exported copies are snapshots of the weights at tracker build. Their boxes agree
 with the unfused model's to well under a pixel, not bit for bit (tests/test_backends.py).
+:data:`BACKEND_REVISION` goes into evaluation result keys, so that results an optimised
+backend made before a change to its boxes are recomputed.
 """
 from __future__ import annotations
 
@@ -33,11 +39,15 @@ from torch.nn import functional as F
 
 from backbones import group_max_pool
 
-__all__ = ["BACKENDS", "REFERENCE_BACKEND", "BackendError", "onnxruntime_available", "resolve_backend",
-           "FoldedFeatures", "fold_batchnorm", "build_features", "export_features_onnx", "onnx_session"]
+__all__ = ["BACKENDS", "REFERENCE_BACKEND", "BACKEND_REVISION", "BackendError", "onnxruntime_available",
+           "resolve_backend", "FoldedFeatures", "fold_batchnorm", "build_features", "export_features_onnx",
+           "onnx_session"]
 
 BACKENDS = ("auto", "onnxruntime", "torch", "torch-unfused")
 REFERENCE_BACKEND = "torch-unfused"     # the model's own forward: what results were computed with before backends
+# Raised when an optimised backend's boxes change, float rounding included (2: one template
+# correlated by a GEMM instead of conv2d).
+BACKEND_REVISION = 2
 
 
 class BackendError(ValueError):

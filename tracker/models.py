@@ -176,9 +176,10 @@ class SiamFCNet(SiamNet):
     def head(self, z_feat: torch.Tensor, x_feat: torch.Tensor) -> torch.Tensor:
         return self.head_fc(z_feat, x_feat)
 
-    def head_bank(self, z_bank: torch.Tensor, x_feat: torch.Tensor) -> torch.Tensor:
-        """Responses (B, N, R, R) of a bank of N templates (e.g. rotated copies) against B search crops."""
-        return self.head_fc.bank(z_bank, x_feat)
+    def head_bank(self, z_bank: torch.Tensor, x_feat: torch.Tensor, gemm: bool = False) -> torch.Tensor:
+        """Responses (B, N, R, R) of a bank of N templates (e.g. rotated copies) against B search
+        crops (``gemm``: correlated by :func:`tracker.heads.xcorr_gemm`)."""
+        return self.head_fc.bank(z_bank, x_feat, gemm)
 
     def labels(self, box_x: torch.Tensor, score_size: int | None = None) -> torch.Tensor:
         return siamfc_labels(box_x, score_size or self.score_size, self.stride, self.config.instance_size, self.R_POS)
