@@ -8,8 +8,8 @@ import torch
 from evaluation.experiment import tracker_identity
 from evaluation.synthetic import generate_sequence
 from tracker import build_tracker
-from tracker.backends import (BACKEND_REVISION, BackendError, CropBorder, FoldedFeatures, build_features, crops_as_convolutions,
-                              onnx_session, onnxruntime_available, resolve_backend)
+from tracker.backends import (BACKEND_REVISION, BackendError, CropBorder, FoldedFeatures, build_features,
+                              crops_as_convolutions, onnx_session, onnxruntime_available, resolve_backend)
 from tracker.models import build_model
 from tracker.runtime import apply_thread_policy
 from tracker.siamfc import TrackerError

@@ -1,11 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from backbones import ConfigError, from_dict, to_dict
 from backbones.checkpoints import backbone_from_checkpoint, save_atomic
 from tracker.anchors import box_iou_matrix, cxcywh_to_xyxy, decode_boxes, encode_boxes, generate_anchors
-import torch.nn.functional as F
-
 from tracker.heads import xcorr, xcorr_bank, xcorr_depthwise, xcorr_gemm
 from tracker.losses import balanced_bce, rpn_targets, siamfc_labels
 from tracker.models import ModelConfig, SiamFCNet, SiamRPNNet, build_model
