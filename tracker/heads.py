@@ -37,7 +37,7 @@ def xcorr_bank(z_bank: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def xcorr_gemm(z_bank: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """:func:`xcorr_bank` as one GEMM and a shifted sum, without conv2d's im2col copy.
+    """:func:`xcorr_bank` as one GEMM and a shifted sum (conv2d is slow for one output channel).
 
     y[k] = z[:, k] . x for every template cell k (an (N h w, C) x (C, H W) product), then
     out = sum_k y[k] shifted by k, one strided view summed over k. The same sums in another order
