@@ -280,7 +280,7 @@ def add_conv2d_twins(trackers: dict, specs: list, device: str, backend: str) -> 
     out = {}
     for label, (name, tracker) in trackers.items():
         out[label] = (name, tracker)
-        if hasattr(tracker, "gemm_correlation") and label in paths:
+        if hasattr(tracker, "correlates_by_gemm") and label in paths:
             twin = _build(*paths[label], device, backend)
             twin.gemm_correlation = False
             out[f"{label}+conv2d"] = (name, twin)
@@ -362,6 +362,8 @@ def run(args: argparse.Namespace) -> dict:
         raise BenchmarkError("need --frames >= 1, --warmup >= 0, --backbone-time > 0")
     if args.threads is not None and args.threads < 1:
         raise BenchmarkError("--threads must be at least 1")
+    if args.conv2d_twins and not args.interleaved:
+        raise BenchmarkError("--conv2d-twins needs --interleaved")
     from tracker.runtime import apply_thread_policy
 
     apply_thread_policy(args.threads)      # torch, the crops, OpenCV's trackers, ONNX Runtime: one budget
@@ -392,8 +394,6 @@ def run(args: argparse.Namespace) -> dict:
                              "or NAME=CONFIG.toml")
     for label, reason in skipped.items():
         print(f"warning: skipping {label}: {reason}", file=sys.stderr)
-    if args.conv2d_twins and not args.interleaved:
-        raise BenchmarkError("--conv2d-twins needs --interleaved")
     if args.conv2d_twins:
         trackers = add_conv2d_twins(trackers, specs, device, backend)
     if args.interleaved:
@@ -588,13 +588,10 @@ def time_correlation(tracker, frame: np.ndarray, min_run_time: float) -> dict | 
     template, correlates_by_gemm = getattr(tracker, "template", None), getattr(tracker, "correlates_by_gemm", None)
     if not isinstance(template, torch.Tensor) or correlates_by_gemm is None:
         return None
-    from tracker.crops import crop_many
     from tracker.heads import xcorr_bank, xcorr_gemm
 
-    crops = crop_many(frame, tracker.center, tracker.x_sz * tracker.scale_factors, tracker.instance_size,
-                      tracker.avg_color)
     with torch.inference_mode():
-        search = tracker.features(tracker._tensor(crops))
+        search = tracker.features(tracker._tensor(tracker.search_crops(frame)))
         difference = (xcorr_bank(template, search) - xcorr_gemm(template, search)).abs().max().item()
     result = {"template": list(template.shape), "search": list(search.shape),
               "used": "gemm" if correlates_by_gemm() else "conv2d", "max_abs_difference": difference}

@@ -333,6 +333,10 @@ class SiamFCTracker(SiameseTracker):
         self.template = w.reshape(z0.shape).to(z0.dtype)
 
     # ---- per frame -----------------------------------------------------------------------
+    def search_crops(self, frame: np.ndarray) -> np.ndarray:
+        """The ``scale_num`` search crops (S, H, W, 3) about the current centre."""
+        return crop_many(frame, self.center, self.x_sz * self.scale_factors, self.instance_size, self.avg_color)
+
     def correlates_by_gemm(self) -> bool:
         """Whether this frame's correlation is :func:`tracker.heads.xcorr_gemm`: on the optimised
         backends, for one template (4-7x faster than conv2d there, the same sums up to float
@@ -456,8 +460,7 @@ class SiamFCTracker(SiameseTracker):
         if lead.any():                  # the search (and its window) is centred ahead, in the frame
             self.center = self.center + lead
             self._clamp_state()
-        crops = crop_many(frame, self.center, self.x_sz * self.scale_factors, self.instance_size,
-                          self.avg_color)
+        crops = self.search_crops(frame)
         responses = self.compute_responses(self._tensor(crops))
         colour = None
         if self.colour_model is not None:   # on the centre scale's crop (the scales differ by a few %)
