@@ -7,6 +7,7 @@ backbone's parameters are the "backbone."-prefixed keys of "model".
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -67,14 +68,48 @@ def save_atomic(obj, path: str | Path) -> None:
         os.close(folder)
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+def _numpy_array_globals() -> list:
+    """The names a pickled numpy array uses. Training checkpoints written before their RNG state
+    was stored as tensors hold numpy's state as an array; rebuilding an array runs no code of the
+    file's choosing (numpy refuses an object array whose data is not a list, and the list's items
+    pass the same restricted unpickler)."""
+    import numpy as np
+    from numpy._core.multiarray import _reconstruct
+
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)), _reconstruct,
+            (_reconstruct, "numpy.core.multiarray._reconstruct")]   # the name numpy 1 wrote
+
+
+def read_tensor_file(path: str | Path, map_location="cpu"):
+    """torch.load as data only: tensors, numbers, strings and plain containers (and numpy arrays
+    of older checkpoints). A pickle that names anything else is refused with one CheckpointError
+    naming what it asked for, before any of it runs: checkpoints come from strangers."""
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused is None:                # garbage rather than a payload
+            raise CheckpointError(f"cannot read checkpoint {path}: not a torch checkpoint") from None
+        raise CheckpointError(f"refused {path}: a checkpoint may hold only tensors and plain data, "
+                              f"and this file asks to run or build {refused.group(1)}") from None
     except Exception as exc:  # corrupt, truncated or not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint of this toolkit, read as data (read_tensor_file)."""
+    ckpt = read_tensor_file(path, map_location)
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path} is not a checkpoint of this toolkit (needs 'config' and 'model')")
     return ckpt

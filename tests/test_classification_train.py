@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from backbones.checkpoints import backbone_from_checkpoint
+from backbones.checkpoints import backbone_from_checkpoint, load_checkpoint
 from backbones.config import from_dict
 from training.classification import study as study_cli
 from training.classification import train as train_cli
@@ -72,8 +72,8 @@ def test_resume_continues_exactly(tmp_path, digits):
     with pytest.raises(TrainError, match="beta"):
         train(_cfg(beta=0.1), tmp_path / "b", data=digits, resume=True, progress=False)
     resumed = train(_cfg(beta=0.5), tmp_path / "b", data=digits, resume=True, progress=False, log=lambda s: None)
-    a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)["model"]
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pth")["model"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pth")["model"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
     assert resumed["test_accuracy"] == straight["test_accuracy"]
     assert [h["ce"] for h in resumed["history"]] == pytest.approx([h["ce"] for h in straight["history"]], rel=1e-5)

@@ -471,10 +471,14 @@ def _resolve_device(device: str | torch.device | None, local_rank: int, world: i
 
 
 def _rng_state(device: torch.device) -> dict:
+    """Every generator's state as tensors and plain data (a checkpoint is read as data only)."""
+    numpy_state = np.random.get_state(legacy=False)
+    key = numpy_state["state"]["key"]
+    numpy_state["state"] = {**numpy_state["state"], "key": torch.from_numpy(key.astype(np.int64))}
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-        "numpy": np.random.get_state(),
+        "numpy": numpy_state,
         "python": random.getstate(),
     }
 
@@ -483,7 +487,11 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and state.get("cuda"):
         torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):      # older checkpoints hold numpy's legacy tuple
+        key = numpy_state["state"]["key"]
+        numpy_state = {**numpy_state, "state": {**numpy_state["state"], "key": np.asarray(key, dtype=np.uint32)}}
+    np.random.set_state(numpy_state)
     random.setstate(state["python"])
 
 
