@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .cnn import VGG, AuthorsCNNBasic, Backbone, BackboneOutput, CNNBasic, ResNet18, ResNet22, layer_channels
 from .config import ConfigError, from_dict, to_dict
+from .mobilenet import NanoTrackV3Backbone
 from .groups import GroupSpec, GroupSpecError, group_max_pool, parse_group
 from .ien import IENLoss, IENLossOutput, double_batch
 from .transforms import BatchTransform, GroupElement, group_elements, sample_transform
@@ -16,6 +17,7 @@ BACKBONES = {
     "vgg": VGG,
     "resnet18": ResNet18,
     "resnet22": ResNet22,
+    "nanotrack-v3": NanoTrackV3Backbone,
 }
 STEERABLE_BACKBONES = ("e2-cnnbasic", "e2-authors-cnnbasic", "e2-resnet22")
 

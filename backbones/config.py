@@ -54,8 +54,12 @@ def _resolved_types(cls) -> dict[str, Any]:
         return {f.name: f.type for f in dataclasses.fields(cls)}
 
 
-def read_toml(path, error: type[Exception] = ConfigError) -> dict[str, Any]:
-    """Parse a TOML file; a missing or malformed file raises ``error`` naming it."""
+def read_toml(path, error: type[Exception] = ConfigError, _seen: tuple = ()) -> dict[str, Any]:
+    """Parse a TOML file; a missing or malformed file raises ``error`` naming it.
+
+    A top-level ``extends = "other.toml"`` (relative to this file's folder) starts from that file
+    and merges this one over it: tables key by key, any other value (arrays such as
+    ``[[data.sources]]`` included) replaced whole. Chains are followed; a cycle is an error."""
     import tomllib
     from pathlib import Path
 
@@ -63,9 +67,40 @@ def read_toml(path, error: type[Exception] = ConfigError) -> dict[str, Any]:
     if not path.is_file():
         raise error(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise error(f"cannot parse {path}: {exc}") from None
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str) or not base_name:
+        raise error(f"{path}: extends must name a TOML file, got {base_name!r}")
+    key = path.resolve()
+    if key in _seen:
+        raise error(f"{path}: extends forms a cycle ({' -> '.join(p.name for p in (*_seen, key))})")
+    base = read_toml(path.parent / base_name, error, (*_seen, key))
+    try:
+        return deep_merge(base, raw)
+    except ConfigError as exc:
+        raise error(f"{path}: {exc}") from None
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """Merge nested ``overrides`` into a copy of ``base``: tables key by key, other values replaced
+    (None values are skipped). A section of ``base`` that is not a table (``train = 5``) under a
+    table of ``overrides`` is an error, never silently replaced."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            current = out.get(key, {})
+            if not isinstance(current, dict):
+                raise ConfigError(f"[{key}] must be a table, got {type(current).__name__} {current!r}")
+            out[key] = deep_merge(current, value)
+        else:
+            out[key] = value
+    return out
 
 
 def to_dict(obj) -> dict[str, Any]:

@@ -27,6 +27,7 @@ __all__ = [
 MODEL_TYPES = {
     "siamfc": "tracker.models:SiamFCNet",
     "siamrpn": "tracker.models:SiamRPNNet",
+    "nanotrack": "tracker.nanotrack:NanoTrackNet",
 }
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,7 +50,7 @@ def _float_tuple(values, name: str) -> tuple:
 class ModelConfig:
     """The one config object of a Siamese model (strict: build it with ``from_dict``)."""
 
-    type: str = "siamfc"                 # "siamfc" | "siamrpn"
+    type: str = "siamfc"                 # "siamfc" | "siamrpn" | "nanotrack"
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig("resnet22", "R8", 0.25))
     out_scale: float = 0.001             # siamfc response scale
     neck_channels: int = 0               # 1x1 conv + BN adjusting the backbone output (0 = none)
@@ -148,6 +149,10 @@ class SiamNet(nn.Module):
     def losses(self, z_feat: torch.Tensor, x_feat: torch.Tensor, box_x: torch.Tensor, **kwargs) -> dict:
         raise NotImplementedError
 
+    def peaks(self, head_out) -> torch.Tensor:
+        """(B, 2) x, y in search-crop pixels of the most confident position of ``head``'s output."""
+        raise NotImplementedError
+
     def _measure_score_size(self) -> int:
         """Side of the response map at the configured crop sizes (one dry run; BN statistics untouched)."""
         was_training = self.training
@@ -184,6 +189,13 @@ class SiamFCNet(SiamNet):
     def labels(self, box_x: torch.Tensor, score_size: int | None = None) -> torch.Tensor:
         return siamfc_labels(box_x, score_size or self.score_size, self.stride, self.config.instance_size, self.R_POS)
 
+    def peaks(self, response: torch.Tensor) -> torch.Tensor:
+        """The highest response cell (B, 1, R, R) as crop pixels."""
+        side = response.shape[-1]
+        best = response.reshape(response.shape[0], -1).argmax(1)
+        cells = torch.stack([best % side, best // side], 1).float()
+        return (cells - (side - 1) / 2.0) * self.stride + self.config.instance_size / 2.0
+
     def losses(self, z_feat: torch.Tensor, x_feat: torch.Tensor, box_x: torch.Tensor, **kwargs) -> dict:
         """{"total", "cls"}: balanced BCE, positives within R_POS crop px of box_x's centre."""
         response = self.head(z_feat, x_feat)
@@ -217,6 +229,12 @@ class SiamRPNNet(SiamNet):
     def anchors(self) -> torch.Tensor:
         """(A*R*R, 4) anchors cx, cy, w, h in search-crop pixels, ordered (anchor, row, col)."""
         return self.anchor_boxes
+
+    def peaks(self, head_out) -> torch.Tensor:
+        """The centre of the anchor with the highest foreground probability."""
+        cls = head_out[0]
+        foreground = torch.softmax(cls.reshape(cls.shape[0], 2, -1).float(), dim=1)[:, 1]   # (B, A·R·R)
+        return self.anchors().to(cls.device)[foreground.argmax(1), :2]
 
     def losses(self, z_feat: torch.Tensor, x_feat: torch.Tensor, box_x: torch.Tensor,
                generator: torch.Generator | None = None, **kwargs) -> dict:

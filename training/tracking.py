@@ -35,13 +35,13 @@ from torch import nn
 
 from backbones import ConfigError, IENLoss, double_batch, from_dict, group_max_pool, parse_group, to_dict
 from backbones.checkpoints import CheckpointError, load_checkpoint, save_atomic
-from backbones.config import read_toml
+from backbones.config import deep_merge, read_toml
 from evaluation.datasets import DatasetError
 from tracker.models import ModelConfig, build_model
 
 __all__ = [
     "TrainConfig", "DataConfig", "SourceConfig", "RunConfig", "TrainingError", "Trainer", "build_lr_scheduler",
-    "read_config", "merge_overrides", "load_pairs", "load_validation_pairs", "export_weights", "distributed_env",
+    "read_config", "load_pairs", "load_validation_pairs", "export_weights", "distributed_env",
     "CHECKPOINT_NAME", "BEST_NAME",
 ]
 
@@ -69,6 +69,7 @@ class TrainConfig:
     lr_end: float = 1e-5              # at the last step (exponential decay in between)
     warmup_epochs: float = 1.0        # linear warm-up from lr * warmup_start_factor to lr
     warmup_start_factor: float = 0.1
+    optimizer: str = "sgd"            # "sgd" (with momentum) or "adam" (fine-tuning pretrained weights)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     grad_clip: float = 0.0            # max global grad norm; 0 = no clipping
@@ -118,6 +119,8 @@ class TrainConfig:
             raise ConfigError("train.num_workers, train.checkpoint_every and train.val_every must be >= 0")
         if self.val_pairs < 1:
             raise ConfigError(f"train.val_pairs must be >= 1, got {self.val_pairs}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"train.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.ien_inputs not in ("z", "zx"):
             raise ConfigError(f"train.ien_inputs must be 'z' or 'zx', got {self.ien_inputs!r}")
         if not isinstance(self.ien_layer_weights, (list, tuple)):
@@ -244,23 +247,6 @@ class RunConfig:
         return from_dict(cls, data, where)
 
 
-def merge_overrides(base: dict, overrides: dict) -> dict:
-    """Deep-merge nested ``overrides`` into a copy of ``base`` (None values are skipped). A section
-    of ``base`` that is not a table (``train = 5``) is an error, never silently replaced."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            current = out.get(key, {})
-            if not isinstance(current, dict):
-                raise ConfigError(f"[{key}] must be a table, got {type(current).__name__} {current!r}")
-            out[key] = merge_overrides(current, value)
-        else:
-            out[key] = value
-    return out
-
-
 def read_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """Read a TOML config (sections [model] incl. [model.backbone], [train], [data]) strictly.
 
@@ -270,7 +256,7 @@ def read_config(path: str | Path | None = None, overrides: dict | None = None) -
     if path is not None:
         path = Path(path)
         raw = read_toml(path)
-    raw = merge_overrides(raw, overrides or {})
+    raw = deep_merge(raw, overrides or {})
     where = path.name if path is not None else "config"
     return from_dict(RunConfig, raw, where)
 
@@ -510,8 +496,10 @@ def initialize_from(model: nn.Module, path: str | Path) -> dict:
     """
     from backbones.checkpoints import CheckpointError, load_checkpoint
 
-    ckpt = load_checkpoint(path, "cpu")
-    state = ckpt.get("model")
+    if Path(path).is_dir():
+        state = _imported_weights(model, Path(path))
+    else:
+        state = load_checkpoint(path, "cpu").get("model")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: no model weights to start from")
     own = model.state_dict()
@@ -524,6 +512,23 @@ def initialize_from(model: nn.Module, path: str | Path) -> dict:
     loaded = {k: state[k].to(own[k].dtype) for k in own if k in state and tuple(state[k].shape) == tuple(own[k].shape)}
     model.load_state_dict(loaded, strict=False)
     return {"loaded": len(loaded), "fresh": sorted(set(own) - set(loaded))}
+
+
+def _imported_weights(model: nn.Module, folder: Path) -> dict:
+    """The weights of a pretrained tracker's files in ``folder`` (NanoTrack v3's two ONNX files,
+    ``nanotrackv3_backbone.onnx`` and ``nanotrackv3_head.onnx``) as a state dict of ``model``."""
+    from backbones.checkpoints import CheckpointError
+    from tracker.nanotrack import import_nanotrack_v3
+
+    if getattr(model.config, "type", None) != "nanotrack":
+        raise CheckpointError(f"train.init_from {folder}: a folder of NanoTrack v3 files starts a nanotrack "
+                              f"model, not a {model.config.type} model")
+    try:
+        imported = import_nanotrack_v3(folder / "nanotrackv3_backbone.onnx", folder / "nanotrackv3_head.onnx",
+                                       group=model.config.backbone.group)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CheckpointError(f"train.init_from: {exc}") from None
+    return imported.state_dict()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -579,17 +584,8 @@ class _LossModule(nn.Module):
 
 @torch.no_grad()
 def response_peaks(model: nn.Module, z_feat: torch.Tensor, x_feat: torch.Tensor) -> torch.Tensor:
-    """(B, 2) x, y in search-crop pixels of the highest response: the SiamFC score cell, or the
-    centre of the SiamRPN anchor with the highest foreground probability."""
-    out = model.head(z_feat, x_feat)
-    if isinstance(out, tuple):                       # SiamRPN: cls (B, 2A, R, R), loc
-        cls = out[0]
-        foreground = torch.softmax(cls.reshape(cls.shape[0], 2, -1).float(), dim=1)[:, 1]   # (B, A·R·R)
-        return model.anchors().to(cls.device)[foreground.argmax(1), :2]
-    side = out.shape[-1]                             # SiamFC: (B, 1, R, R)
-    best = out.reshape(out.shape[0], -1).argmax(1)
-    cells = torch.stack([best % side, best // side], 1).float()
-    return (cells - (side - 1) / 2.0) * model.stride + model.config.instance_size / 2.0
+    """(B, 2) x, y in search-crop pixels of the model's most confident position (``model.peaks``)."""
+    return model.peaks(model.head(z_feat, x_feat))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -633,8 +629,11 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_module = nn.parallel.DistributedDataParallel(self.loss_module, device_ids=ids)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=train.lr, momentum=train.momentum,
-                                         weight_decay=train.weight_decay)
+        if train.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=train.lr, momentum=train.momentum,
+                                             weight_decay=train.weight_decay)
         self.steps_per_epoch = train.pairs_per_epoch // train.batch_size
         self.total_steps = train.epochs * self.steps_per_epoch
         self.scheduler = self._new_scheduler()
