@@ -1,17 +1,12 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="ien-tracking",
     version="0.1.0",
     description="Rotation-equivariant visual object tracking with implicitly equivariant CNNs (IEN)",
-    packages=[
-        "backbones",
-        "tracker",
-        "training",
-        "training.classification",
-        "evaluation",
-        "ien_tools",
-    ],
+    packages=find_packages(include=["common", "common.*", "data", "data.*", "backbones", "backbones.*", "tracker",
+                                    "tracker.*", "training", "training.*", "evaluation", "evaluation.*"])
+    + ["ien_tools"],
     # the command-line tools (tools/*.py, run as scripts in a checkout) also install as a package
     # with console commands, so they work outside the checkout after `pip install .`
     package_dir={"ien_tools": "tools"},

@@ -4,11 +4,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+from common.config import ConfigError, from_dict, to_dict
+
 from .cnn import VGG, AuthorsCNNBasic, Backbone, BackboneOutput, CNNBasic, ResNet18, ResNet22, layer_channels
-from .config import ConfigError, from_dict, to_dict
-from .mobilenet import NanoTrackV3Backbone
 from .groups import GroupSpec, GroupSpecError, group_max_pool, parse_group
 from .ien import IENLoss, IENLossOutput, double_batch
+from .mobilenet import NanoTrackV3Backbone
 from .transforms import BatchTransform, GroupElement, group_elements, sample_transform
 
 BACKBONES = {
@@ -65,8 +66,8 @@ def build_backbone(config: BackboneConfig | dict | str, **overrides) -> Backbone
 
 
 __all__ = [
-    "AuthorsCNNBasic", "Backbone", "BackboneConfig", "BackboneOutput", "BatchTransform", "CNNBasic", "ConfigError",
+    "AuthorsCNNBasic", "Backbone", "BackboneConfig", "BackboneOutput", "BatchTransform", "CNNBasic",
     "GroupElement", "GroupSpec", "GroupSpecError", "IENLoss", "IENLossOutput", "ResNet18",
-    "ResNet22", "VGG", "build_backbone", "double_batch", "from_dict", "group_elements",
-    "group_max_pool", "layer_channels", "parse_group", "sample_transform", "to_dict",
+    "ResNet22", "VGG", "build_backbone", "double_batch", "group_elements",
+    "group_max_pool", "layer_channels", "NanoTrackV3Backbone", "parse_group", "sample_transform",
 ]

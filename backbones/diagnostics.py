@@ -108,7 +108,7 @@ def save_error_plot(result: dict, path: str | Path, title: str = "") -> None:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from evaluation.atomic import write_with_atomic       # umask mode, no partial file, no link replaced
+    from common.atomic import write_with_atomic  # umask mode, no partial file, no link replaced
 
     try:
         write_with_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))
@@ -150,7 +150,7 @@ def comparison_figure(results: list[dict], title: str = ""):
 
 def save_comparison_plot(results: list[dict], path: str | Path, title: str = ""):
     """:func:`comparison_figure` as a PNG, written atomically; returns the figure."""
-    from evaluation.atomic import write_with_atomic       # umask mode, no partial file, no link replaced
+    from common.atomic import write_with_atomic  # umask mode, no partial file, no link replaced
 
     fig = comparison_figure(results, title)
     path = Path(path)

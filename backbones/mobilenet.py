@@ -15,8 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.config import ConfigError
+
 from .cnn import Backbone, BackboneOutput
-from .config import ConfigError
 from .groups import parse_group
 
 # (expanded channels, out channels, kernel, stride, squeeze-excite channels (0: none), hard-swish)

@@ -58,8 +58,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import (DatasetError, Sequence, _check_first_box, _frame_files, _handle_bad,
-                       _read_table, _select, _subdirs)
+from .datasets import (
+    DatasetError,
+    Sequence,
+    _check_first_box,
+    _frame_files,
+    _handle_bad,
+    _read_table,
+    _select,
+    _subdirs,
+)
 
 __all__ = ["BenchmarkSequence", "BENCHMARK_LAYOUTS", "UAV123_ATTRIBUTES", "VOT_TAGS",
            "detect_benchmark_layout", "load_benchmark", "uav123_frame_ranges", "lasot_split",

@@ -35,7 +35,8 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from .atomic import write_text_atomic
+from common.atomic import write_text_atomic
+
 from .datasets import DatasetError, DatasetWarning, Sequence
 from .metrics import box_to_polygon
 

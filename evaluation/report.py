@@ -35,13 +35,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .atomic import write_bytes_atomic
+from common.atomic import write_bytes_atomic
+
 from .datasets import Sequence
 from .experiment import SequenceResult
-from .metrics import (GOT10K_IOU_THRESHOLDS, OTB_CE_THRESHOLDS, OTB_IOU_THRESHOLDS,
-                      OTB_NCE_THRESHOLDS, angle_errors, box_iou, box_to_polygon, center_errors,
-                      got10k_scores, normalized_center_errors, otb_curves, paired_difference,
-                      polygon_iou)
+from .metrics import (
+    GOT10K_IOU_THRESHOLDS,
+    OTB_CE_THRESHOLDS,
+    OTB_IOU_THRESHOLDS,
+    OTB_NCE_THRESHOLDS,
+    angle_errors,
+    box_iou,
+    box_to_polygon,
+    center_errors,
+    got10k_scores,
+    normalized_center_errors,
+    otb_curves,
+    paired_difference,
+    polygon_iou,
+)
 
 __all__ = ["PROTOCOLS", "sequence_scores", "build_report", "write_report", "markdown_summary",
            "compare_to_baseline", "markdown_comparison", "compare_pairs", "markdown_pairs",

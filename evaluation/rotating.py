@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 import shapely
 
-from tracker.frames import FrameError, read_frame    # light: no torch
+from common.atomic import replaced_directory, write_text_atomic
+from tracker.frames import FrameError, read_frame  # light: no torch
 
-from .atomic import replaced_directory, write_text_atomic
 from .datasets import DatasetError, DatasetWarning, Sequence, load_sequences
 from .metrics import box_to_polygon
 

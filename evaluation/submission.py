@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_bytes_atomic
+from common.atomic import write_bytes_atomic
 
 __all__ = ["SUBMISSION_FORMATS", "submission_archive", "write_submission"]
 

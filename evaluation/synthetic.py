@@ -41,7 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import replaced_directory, temp_path_beside, write_text_atomic
+from common.atomic import replaced_directory, temp_path_beside, write_text_atomic
 
 __all__ = [
     "GENERATOR_VERSION",

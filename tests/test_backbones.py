@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from backbones import BackboneConfig, ConfigError, GroupSpecError, build_backbone, from_dict
+from backbones import BackboneConfig, GroupSpecError, build_backbone
+from common.config import ConfigError, from_dict
 
 
 @pytest.mark.parametrize(

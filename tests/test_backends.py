@@ -5,13 +5,22 @@ import numpy as np
 import pytest
 import torch
 
+from common.threads import apply_thread_policy
 from evaluation.experiment import tracker_identity
 from evaluation.synthetic import generate_sequence
 from tracker import build_tracker
-from tracker.backends import (BACKEND_REVISION, BackendError, CropBorder, FoldedFeatures, build_features,
-                              crops_as_convolutions, onnx_session, onnxruntime_available, resolve_backend)
+from tracker.backends import (
+    BACKEND_REVISION,
+    BackendError,
+    CropBorder,
+    FoldedFeatures,
+    build_features,
+    crops_as_convolutions,
+    onnx_session,
+    onnxruntime_available,
+    resolve_backend,
+)
 from tracker.models import build_model
-from tracker.runtime import apply_thread_policy
 from tracker.siamfc import TrackerError
 
 needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime / onnx not installed")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.atomic import remove_stale_temporaries, write_text_atomic
+from common.atomic import remove_stale_temporaries, write_text_atomic
 from evaluation.identity import IdentityTracker
 from tracker.frames import FrameError, TrackerError, as_rgb, read_frame
 
@@ -86,8 +86,8 @@ def test_a_folder_mixing_frame_sizes_is_one_error_naming_the_frame(tmp_path, cap
     rc = evaluate.main(["--root", str(tmp_path / "val"), "--out", str(tmp_path / "out"), "--trackers", "identity",
                         "--no-progress", "--no-plots"])
     _one_error(rc, capsys.readouterr().err, f"frame {seq / '00000003.jpg'} is 80x48 but the first frame is 64x48")
-    from backbones import to_dict
-    from backbones.checkpoints import save_atomic
+    from common.checkpoints import save_atomic
+    from common.config import to_dict
     from tracker.models import build_model
 
     model = build_model({"type": "siamfc", "backbone": {"name": "resnet22", "group": "R8", "width_mult": 0.0625}})
@@ -258,7 +258,7 @@ def test_ctrl_c_in_evaluate_keeps_finished_sequences(tmp_path, capsys, monkeypat
 
 
 def test_a_section_that_is_not_a_table_is_an_error(tmp_path):
-    from backbones import ConfigError
+    from common.config import ConfigError
     from training.tracking import read_config
 
     config = tmp_path / "c.toml"

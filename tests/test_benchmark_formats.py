@@ -10,8 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluation.benchmarks import (UAV123_ATTRIBUTES, decode_vot_mask, parse_config_seqs,
-                                   uav123_frame_ranges)
+from evaluation.benchmarks import UAV123_ATTRIBUTES, decode_vot_mask, parse_config_seqs, uav123_frame_ranges
 from evaluation.datasets import DatasetError, detect_layout, load_sequences
 
 ROOT = Path(__file__).resolve().parents[1]

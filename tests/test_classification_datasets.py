@@ -10,7 +10,6 @@ import torch
 from training.classification import datasets as ds
 from training.classification.datasets import DatasetError, load_dataset
 
-
 # --------------------------------------------------------------------------- rot-digits
 
 def test_rot_digits_is_seeded_rotated_and_split():

@@ -15,13 +15,18 @@ import pytest
 import torch
 from torch import nn
 
-from backbones.config import from_dict
+from common.config import from_dict
+from training.classification import datasets as ds
 from training.classification import study as study_cli
 from training.classification import train as train_cli
-from training.classification import datasets as ds
 from training.classification.datasets import DatasetError, load_dataset
 from training.classification.engine import (
-    TrainConfig, TrainError, check_finite_model, protocols, train, write_json_atomic,
+    TrainConfig,
+    TrainError,
+    check_finite_model,
+    protocols,
+    train,
+    write_json_atomic,
 )
 
 

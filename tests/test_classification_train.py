@@ -7,13 +7,19 @@ import sys
 import pytest
 import torch
 
-from backbones.checkpoints import backbone_from_checkpoint, load_checkpoint
-from backbones.config import from_dict
+from backbones.checkpoints import backbone_from_checkpoint
+from common.checkpoints import load_checkpoint
+from common.config import from_dict
 from training.classification import study as study_cli
 from training.classification import train as train_cli
 from training.classification.datasets import load_dataset
 from training.classification.engine import (
-    GroupPoolClassifier, TrainConfig, TrainError, evaluate_checkpoint, learning_rate, train,
+    GroupPoolClassifier,
+    TrainConfig,
+    TrainError,
+    evaluate_checkpoint,
+    learning_rate,
+    train,
 )
 
 TINY = {"train_limit": 48, "test_limit": 24, "eq_images": 6, "batch_size": 16}
@@ -198,7 +204,6 @@ def test_train_cli_end_to_end_and_resume(tmp_path):
 
 def test_study_summarises_runs_that_differ_only_in_the_seed():
     from backbones import BackboneConfig
-
     from training.classification.engine import TrainConfig
 
     def run(name, seed, beta=0.0):

@@ -2,12 +2,11 @@
 import cv2
 import numpy as np
 import pytest
+from test_trackers import moving_sequence, run, tiny_model
 
 from tracker import build_tracker
 from tracker.colour import ColourModel, colour_bins
 from tracker.siamfc import TrackerError
-
-from test_trackers import moving_sequence, run, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

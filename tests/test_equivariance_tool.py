@@ -35,7 +35,7 @@ def test_plot_and_custom_angles(capsys, tmp_path):
 def test_tracker_and_steerable_checkpoints(capsys, tmp_path):
     """Tracker checkpoints nest the backbone config under "model"; e2cnn ones saved in eval mode
     carry cached filters: both load, and the e2cnn backbone stays exact for 90°."""
-    from backbones.checkpoints import save_atomic
+    from common.checkpoints import save_atomic
     from tracker.models import build_model
 
     for name in ("resnet22", "e2-resnet22"):
@@ -86,7 +86,7 @@ def test_plot_overlays_several_checkpoints_one_line_each(capsys, tmp_path, monke
     import torch
 
     import backbones.diagnostics as diagnostics
-    from backbones.checkpoints import save_atomic
+    from common.checkpoints import save_atomic
     from tracker.models import build_model
 
     paths = []

@@ -301,7 +301,7 @@ def test_a_tracker_rejecting_its_input_names_tracker_and_sequence(tmp_path):
 
 
 def test_tracker_options_reach_the_trackers_and_label_their_results(tmp_path, capsys):
-    from backbones.checkpoints import save_atomic
+    from common.checkpoints import save_atomic
     from tracker.models import build_model
 
     cfg = {"type": "siamfc", "backbone": {"name": "resnet22", "group": "R4", "width_mult": 0.0625}}
@@ -321,7 +321,7 @@ def test_tracker_options_reach_the_trackers_and_label_their_results(tmp_path, ca
 
 
 def test_baseline_adds_paired_differences(tmp_path, capsys):
-    from backbones.checkpoints import save_atomic
+    from common.checkpoints import save_atomic
     from tracker.models import build_model
 
     cfg = {"type": "siamfc", "backbone": {"name": "resnet22", "group": "R4", "width_mult": 0.0625}}

@@ -13,9 +13,9 @@ import torch
 from got10k.trackers import Tracker
 from PIL import Image
 
+import common.threads  # noqa: F401
 import tracker.backends  # noqa: F401  (the tool imports these even where a test fakes the registry)
 import tracker.frames  # noqa: F401
-import tracker.runtime  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("_tool_benchmark_fps",
@@ -215,7 +215,7 @@ def test_interleaved_runs_trackers_side_by_side_and_reports_the_machine(tmp_path
 
 
 def test_keep_freed_memory_is_applied_once_and_can_be_turned_off(monkeypatch):
-    from tracker import runtime
+    from common import threads as runtime
 
     monkeypatch.setattr(runtime, "_applied", None)
     monkeypatch.setenv("IEN_KEEP_FREED_MEMORY", "0")

@@ -5,9 +5,18 @@ from PIL import Image
 
 from evaluation.datasets import Sequence
 from evaluation.experiment import SequenceResult
-from evaluation.metrics import (angle_errors, box_iou, box_to_polygon, center_errors,
-                                got10k_scores, normalized_center_errors, otb_curves,
-                                polygon_iou, precision_curve, success_curve)
+from evaluation.metrics import (
+    angle_errors,
+    box_iou,
+    box_to_polygon,
+    center_errors,
+    got10k_scores,
+    normalized_center_errors,
+    otb_curves,
+    polygon_iou,
+    precision_curve,
+    success_curve,
+)
 from evaluation.report import build_report, markdown_summary
 
 

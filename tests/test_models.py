@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backbones import ConfigError, from_dict, to_dict
-from backbones.checkpoints import backbone_from_checkpoint, save_atomic
+from backbones.checkpoints import backbone_from_checkpoint
+from common.checkpoints import save_atomic
+from common.config import ConfigError, from_dict, to_dict
 from tracker.anchors import box_iou_matrix, cxcywh_to_xyxy, decode_boxes, encode_boxes, generate_anchors
 from tracker.heads import xcorr, xcorr_bank, xcorr_depthwise, xcorr_gemm
 from tracker.losses import balanced_bce, rpn_targets, siamfc_labels

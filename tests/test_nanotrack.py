@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import trainer_stopping_after_first_step
 
 from evaluation.synthetic import generate_dataset
 from tracker.nano_tracker import NanoTracker, OnnxNanoNetworks, TorchNanoNetworks, export_nanotrack_onnx
 from tracker.nanotrack import import_nanotrack_v3, nanotrack_labels, score_points
 from tracker.siamfc import TrackerError
 from training.tracking import RunConfig, Trainer
-from conftest import trainer_stopping_after_first_step
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models" / "nanotrack"
 BACKBONE, HEAD = MODELS / "nanotrackv3_backbone.onnx", MODELS / "nanotrackv3_head.onnx"

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from tracker.crops import crop_and_resize
-from tracker.orientation import (angle_difference, axis_aligned_box, orientation_angles, orientation_mask,
-                                 refine_orientation, rotated_template_bank, scores_at)
+from tracker.orientation import (
+    angle_difference,
+    axis_aligned_box,
+    orientation_angles,
+    orientation_mask,
+    refine_orientation,
+    rotated_template_bank,
+    scores_at,
+)
 from tracker.siamfc import rotated_box_polygon
 
 

@@ -6,12 +6,11 @@ import torch
 from got10k.trackers import Tracker
 from PIL import Image
 
-from backbones import ConfigError
+from common.config import ConfigError
 from tracker.models import build_model
 from tracker.orientation import axis_aligned_box, orientation_angles, rotated_template_bank
 from tracker.re_siamfc import ExportedE2ResNet22, RESiamFCTracker, export_e2_backbone
 from tracker.siamfc import TrackerError
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -230,9 +229,9 @@ def test_got10k_contract(tmp_path, r8_model):
 def test_tracker_leaves_the_callers_model_alone_and_loads_checkpoints(tmp_path):
     """The export lives in the tracker's shallow copy; a training-mode checkpoint (e2cnn drops its
     cached filters in train mode) rebuilds the same tracker."""
-    from backbones import to_dict
-    from backbones.checkpoints import save_atomic
     from backbones.steerable import E2ResNet22
+    from common.checkpoints import save_atomic
+    from common.config import to_dict
     from tracker.models import model_from_checkpoint
 
     model = e2_model("R4", seed=3)
@@ -289,7 +288,7 @@ def test_colour_model_blends_into_the_rotated_template_search(r4_model):
     """colour_weight reaches RE-SiamNet's peak search (its locate_peak passes the colour score on):
     on colour alone (weight 1, no window) a red disc that jumps between frames is found to within
     two pixels, with the angle refinement on as well."""
-    from test_colour_model import scene     # a red disc on a noisy green frame
+    from test_colour_model import scene  # a red disc on a noisy green frame
 
     rng = np.random.default_rng(0)
     trk = RESiamFCTracker(r4_model, device="cpu", colour_weight=1.0, window_influence=0.0, angle_refine=True)

@@ -2,15 +2,15 @@
 refused with one error line by the loader and by every command that opens a checkpoint, and the
 file never appears; checkpoints of the older format (numpy RNG state) still load and resume."""
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from backbones.checkpoints import CheckpointError, load_checkpoint, read_tensor_file, save_atomic
+from common.checkpoints import CheckpointError, load_checkpoint, read_tensor_file, save_atomic
 from tests.conftest import write_tiny_siamfc_toml
 
 ROOT = Path(__file__).resolve().parents[1]

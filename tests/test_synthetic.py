@@ -9,7 +9,11 @@ import pytest
 from evaluation import synthetic
 from evaluation.datasets import load_sequences
 from evaluation.synthetic import (
-    GeneratorInputError, default_dataset_spec, generate_dataset, generate_sequence, sequence_seed,
+    GeneratorInputError,
+    default_dataset_spec,
+    generate_dataset,
+    generate_sequence,
+    sequence_seed,
 )
 from tracker.crops import crop_and_resize
 
@@ -234,7 +238,7 @@ def test_cli_writes_dataset_and_rejects_bad_input(tmp_path, capsys):
 
 
 def test_replaced_directory_swaps_only_complete_folders(tmp_path):
-    from evaluation.atomic import replaced_directory, write_text_atomic
+    from common.atomic import replaced_directory, write_text_atomic
 
     final = tmp_path / "seq"
     final.mkdir()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import tracker as tracker_pkg
-from backbones import to_dict
-from backbones.checkpoints import save_atomic
+from common.checkpoints import save_atomic
+from common.config import to_dict
 from evaluation.metrics import box_iou
 from tracker.models import build_model
 

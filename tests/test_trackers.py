@@ -6,12 +6,12 @@ from got10k.trackers import Tracker
 from PIL import Image
 
 import tracker as tracker_pkg
-from backbones import to_dict
-from backbones.checkpoints import save_atomic
+from common.checkpoints import save_atomic
+from common.config import to_dict
 from evaluation.metrics import box_iou
 from tracker import build_tracker
-from tracker.models import build_model
 from tracker.crops import crop_many
+from tracker.models import build_model
 from tracker.siamfc import SiamFCTracker, TrackerError, as_rgb_frame, resolve_device
 from tracker.siamrpn import SiamRPNTracker
 

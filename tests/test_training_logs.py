@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import trainer_stopping_after_first_step, write_tiny_siamfc_toml
 
-from backbones import ConfigError
-from backbones.checkpoints import load_checkpoint, save_atomic
+from common.checkpoints import load_checkpoint, save_atomic
+from common.config import ConfigError
 from evaluation.synthetic import generate_dataset
 from tools import train_tracker as tool
 from training import tracking

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from backbones import ConfigError
+from common.config import ConfigError
 from evaluation.datasets import DatasetError, load_sequences, split_by_source
 from training.pairs import FrameFilter, MixedPairs, PairSampler, PhotoPairSampler, load_photos
 from training.tracking import RunConfig, load_pairs

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from backbones import ConfigError
-from backbones.checkpoints import load_checkpoint
+from common.checkpoints import load_checkpoint
+from common.config import ConfigError
 from evaluation.synthetic import generate_dataset
 from tools import benchmark_training as bench
 from tracker.models import build_model

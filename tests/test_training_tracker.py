@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import trainer_stopping_after_first_step
+from conftest import write_tiny_siamfc_toml as write_toml
 
-from backbones import ConfigError
-from backbones.checkpoints import load_checkpoint
+from common.checkpoints import load_checkpoint
+from common.config import ConfigError
 from evaluation.synthetic import generate_dataset
 from tools import train_tracker as tool
 from tracker.models import build_model
 from training.tracking import RunConfig, Trainer, build_lr_scheduler, export_weights, read_config
-from conftest import trainer_stopping_after_first_step, write_tiny_siamfc_toml as write_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "tracking"

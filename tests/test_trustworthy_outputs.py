@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from backbones import to_dict
-from backbones.checkpoints import save_atomic
-from evaluation.atomic import check_replaceable, write_text_atomic
+from common.atomic import check_replaceable, write_text_atomic
+from common.checkpoints import save_atomic
+from common.config import to_dict
 from evaluation.experiment import write_table_atomic
 from tracker.models import build_model
 
@@ -197,10 +197,10 @@ def test_a_failed_checkpoint_write_keeps_the_old_checkpoint(tmp_path):
 def test_classification_outputs_follow_the_umask_and_refuse_links(tmp_path):
     """training/classification: checkpoint.pth, metrics.json and the study's files are written by
     evaluation.atomic's writers (0644 under umask 022, a killed run's temporaries cleaned)."""
+    from common.config import from_dict
     from training.classification.datasets import load_dataset
     from training.classification.engine import TrainConfig, train
     from training.classification.study import save_plot, write_outputs
-    from backbones.config import from_dict
 
     torch.set_num_threads(1)
     cfg = from_dict(TrainConfig, {"train_limit": 16, "test_limit": 8, "eq_images": 2, "batch_size": 8, "epochs": 1,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from backbones import to_dict
-from backbones.checkpoints import load_checkpoint, save_atomic
+from common.checkpoints import load_checkpoint, save_atomic
+from common.config import to_dict
 from tracker import build_tracker, stored_tracking_options
 from tracker.models import build_model
 

@@ -41,8 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from evaluation.datasets import DatasetError, load_sequences  # noqa: E402
-from evaluation.experiment import (TrackerSpecError, build_named_tracker,  # noqa: E402
-                                   parse_tracker_spec)
+from evaluation.experiment import TrackerSpecError, build_named_tracker, parse_tracker_spec  # noqa: E402
 
 DEFAULT_TRACKERS = ["siamfc-plain", "siamfc", "re-siamfc", "siamrpn-plain", "siamrpn"]
 EQUAL_PARAMS_LABEL = "re-siamfc-eqparams"
@@ -330,8 +329,8 @@ def equal_parameter_re_siamfc(reference, device: str, backend: str | None):
         from tracker.models import build_model, model_config_of, model_from_checkpoint
     except ImportError as exc:
         raise TrackerSpecError(f"tracker.build_tracker is not available ({exc})") from None
-    from backbones.checkpoints import load_checkpoint
-    from backbones.config import to_dict
+    from common.checkpoints import load_checkpoint
+    from common.config import to_dict
 
     ref_model = getattr(reference, "model", None)
     if ref_model is None:
@@ -364,7 +363,7 @@ def run(args: argparse.Namespace) -> dict:
         raise BenchmarkError("--threads must be at least 1")
     if args.conv2d_twins and not args.interleaved:
         raise BenchmarkError("--conv2d-twins needs --interleaved")
-    from tracker.runtime import apply_thread_policy
+    from common.threads import apply_thread_policy
 
     apply_thread_policy(args.threads)      # torch, the crops, OpenCV's trackers, ONNX Runtime: one budget
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from tools.benchmark_fps import machine_info
-    from training.tracking import read_config, load_pairs
+    from training.tracking import load_pairs, read_config
 
     _check(args)
     torch.set_num_threads(args.threads)
@@ -182,19 +182,20 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", category=UserWarning)
-    from backbones import ConfigError, GroupSpecError
+    from backbones import GroupSpecError
+    from common.config import ConfigError
     from evaluation.datasets import DatasetError
     from training.tracking import TrainingError
 
     try:
         if args.out:
-            from evaluation.atomic import check_output_path
+            from common.atomic import check_output_path
 
             check_output_path(args.out)
         report = run(args)
         text = json.dumps(report, indent=1)
         if args.out:
-            from evaluation.atomic import write_text_atomic
+            from common.atomic import write_text_atomic
 
             write_text_atomic(Path(args.out), text + "\n")
         print(text)
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        from evaluation.atomic import describe_os_error
+        from common.atomic import describe_os_error
 
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2

@@ -66,13 +66,13 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     import torch
 
-    from backbones import ConfigError, GroupElement, GroupSpecError, build_backbone
+    from backbones import GroupElement, GroupSpecError, build_backbone
+    from backbones.checkpoints import backbone_config_of, backbone_from_checkpoint
+    from backbones.diagnostics import ImageError, equivariance_errors, load_crops, save_comparison_plot, save_error_plot
     from backbones.transforms import group_elements
-    from backbones.checkpoints import CheckpointError, backbone_config_of, backbone_from_checkpoint
-    from backbones.diagnostics import (ImageError, equivariance_errors, load_crops, save_comparison_plot,
-                                       save_error_plot)
-
-    from evaluation.atomic import check_replaceable, describe_os_error
+    from common.atomic import check_replaceable, describe_os_error
+    from common.checkpoints import CheckpointError
+    from common.config import ConfigError
 
     try:
         if args.seed < 0:

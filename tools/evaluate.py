@@ -26,16 +26,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.atomic import describe_os_error  # noqa: E402
-from evaluation.datasets import (DatasetError, DatasetWarning, detect_layout,  # noqa: E402
-                                 load_sequences)
-from evaluation.experiment import (ResultStore, TrackerSpecError, TrackingError,  # noqa: E402
-                                   build_named_tracker, options_label, parse_tracker_options,
-                                   parse_tracker_spec, result_key, run_trackers,
-                                   sequence_identity, tracker_identity)
-from evaluation.report import (attribute_report, build_report, compare_pairs,  # noqa: E402
-                               compare_to_baseline, has_attributes, markdown_attributes,
-                               markdown_comparison, markdown_pairs, markdown_summary, write_report)
+from common.atomic import describe_os_error  # noqa: E402
+from evaluation.datasets import DatasetError, DatasetWarning, detect_layout, load_sequences  # noqa: E402
+from evaluation.experiment import (  # noqa: E402
+    ResultStore,
+    TrackerSpecError,
+    TrackingError,
+    build_named_tracker,
+    options_label,
+    parse_tracker_options,
+    parse_tracker_spec,
+    result_key,
+    run_trackers,
+    sequence_identity,
+    tracker_identity,
+)
+from evaluation.report import (  # noqa: E402
+    attribute_report,
+    build_report,
+    compare_pairs,
+    compare_to_baseline,
+    has_attributes,
+    markdown_attributes,
+    markdown_comparison,
+    markdown_pairs,
+    markdown_summary,
+    write_report,
+)
 from evaluation.submission import write_submission  # noqa: E402
 
 
@@ -272,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     factories, keys = {}, {}
     if args.threads is not None and args.threads < 1:
         raise EvaluationError(f"--threads must be >= 1, got {args.threads}")
-    from tracker.runtime import apply_thread_policy
+    from common.threads import apply_thread_policy
 
     apply_thread_policy(args.threads)          # torch, OpenCV and ONNX Runtime alike
     for label, name, checkpoint in specs:

@@ -134,7 +134,7 @@ def run_torchscript(data: bytes, inputs) -> list:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from evaluation.atomic import write_bytes_atomic
+    from common.atomic import write_bytes_atomic
     from tracker import build_tracker
     from tracker.backends import BackendError, onnxruntime_available
 
@@ -184,8 +184,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from backbones.checkpoints import CheckpointError
-    from evaluation.atomic import describe_os_error
+    from common.atomic import describe_os_error
+    from common.checkpoints import CheckpointError
     from tracker.frames import TrackerError
 
     try:

@@ -19,9 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.atomic import describe_os_error  # noqa: E402
+from common.atomic import describe_os_error  # noqa: E402
 from evaluation.synthetic import (  # noqa: E402
-    GeneratorInputError, GeneratorOptions, default_dataset, generate_dataset,
+    GeneratorInputError,
+    GeneratorOptions,
+    default_dataset,
+    generate_dataset,
 )
 
 

@@ -116,7 +116,7 @@ def transform_split(items, size: int, flips: bool, rng: np.random.Generator):
 
 def _save_npy(array: np.ndarray, path: Path) -> None:
     """np.save, atomically: a failed write (full disk) leaves no partial file and no temporary."""
-    from evaluation.atomic import write_with_atomic
+    from common.atomic import write_with_atomic
 
     write_with_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
@@ -153,7 +153,7 @@ def build(src: Path, out: Path, flips: bool, n_classes: int, seed: int, size: in
         "rotation": "uniform [0, 360) degrees CCW, bilinear, circular mask",
         "flips": "p=0.5, horizontal or vertical axis" if flips else "none",
     }
-    from evaluation.atomic import write_text_atomic
+    from common.atomic import write_text_atomic
 
     write_text_atomic(meta_path, json.dumps(meta, indent=1))
     return meta
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:                  # unwritable or full --out, --out under a file ...
-        from evaluation.atomic import describe_os_error
+        from common.atomic import describe_os_error
 
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2

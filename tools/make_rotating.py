@@ -89,7 +89,7 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:      # unwritable or full --dst, --dst under a file ...
-            from evaluation.atomic import describe_os_error
+            from common.atomic import describe_os_error
 
             print(f"error: {describe_os_error(exc)}", file=sys.stderr)
             return 2

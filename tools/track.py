@@ -151,7 +151,7 @@ class AtomicVideoWriter:
     """cv2.VideoWriter (mp4v) writing to a temporary file that is renamed into place on close()."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
-        from evaluation.atomic import check_replaceable, temp_path_beside
+        from common.atomic import check_replaceable, temp_path_beside
 
         self.path = Path(path)
         check_replaceable(self.path)
@@ -176,7 +176,7 @@ class AtomicVideoWriter:
         cv2.VideoWriter reports no write error (a full disk gives an unplayable file), so the
         file is opened again and its frame count checked; an incomplete file is removed and an
         existing video at ``path`` stays as it was."""
-        from evaluation.atomic import user_file_mode
+        from common.atomic import user_file_mode
 
         self.writer.release()
         try:
@@ -286,9 +286,8 @@ def track_frames(tracker, frames, init_box, video_path=None, fps=25.0, total=Non
     """
     from tqdm import tqdm
 
-    from tracker.siamfc import TrackerError, check_init_box
-
     from evaluation.metrics import box_to_polygon
+    from tracker.siamfc import TrackerError, check_init_box
 
     boxes, angles, polygons, writer, elapsed = [], [], [], None, 0.0
     bar = tqdm(total=total, unit="frame", desc="tracking", file=sys.stderr, dynamic_ncols=True)
@@ -348,8 +347,8 @@ def print_speed(num_frames: int, elapsed: float) -> None:
 
 
 def build(args):
+    from common.threads import apply_thread_policy
     from tracker import build_tracker
-    from tracker.runtime import apply_thread_policy
 
     if args.threads is not None and args.threads < 1:
         raise TrackCLIError(f"--threads must be >= 1, got {args.threads}")
@@ -483,7 +482,7 @@ def _join_negative_box(argv: list) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from backbones.checkpoints import CheckpointError
+    from common.checkpoints import CheckpointError
     from tracker.siamfc import TrackerError
 
     try:

@@ -81,10 +81,9 @@ def _out_dir(args) -> Path | None:
 def _run(args) -> int:
     import torch
 
-    from backbones.checkpoints import load_checkpoint
+    from common.atomic import check_output_path
+    from common.checkpoints import load_checkpoint
     from training.tracking import CHECKPOINT_NAME, RunConfig, Trainer, TrainingError, export_weights, read_config
-
-    from evaluation.atomic import check_output_path
 
     if args.export:               # before hours of training: --export must be writable as a file
         check_output_path(args.export)
@@ -196,8 +195,9 @@ def main(argv=None) -> int:
     # torch's and e2cnn's own UserWarnings (lr-scheduler order, e2cnn basis expansion) are noise to a user;
     # the toolkit's (a sequence the pair sampler dropped, skipped frames) must reach them
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|e2cnn)(\.|$)")
-    from backbones import ConfigError, GroupSpecError
-    from backbones.checkpoints import CheckpointError
+    from backbones import GroupSpecError
+    from common.checkpoints import CheckpointError
+    from common.config import ConfigError
     from evaluation.datasets import DatasetError
     from training.tracking import TrainingError
 
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:      # unwritable or full --out, --export that is a folder or under a file ...
-        from evaluation.atomic import describe_os_error
+        from common.atomic import describe_os_error
 
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2

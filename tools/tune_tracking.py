@@ -77,7 +77,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 
 def store_tracking_options(checkpoint: Path, out: Path, options: dict, rotated: bool, record: dict) -> None:
     """Copy ``checkpoint`` to ``out`` (atomically) with ``options`` as its stored tracking options."""
-    from backbones.checkpoints import load_checkpoint, save_atomic
+    from common.checkpoints import load_checkpoint, save_atomic
 
     ckpt = load_checkpoint(checkpoint)
     tracking = dict(ckpt.get("tracking") or {})
@@ -107,7 +107,7 @@ def run(args) -> dict:
     # a grid starts from the choices already stored (a second grid on another option keeps the
     # first's choice: the stored table is what build_tracker applies, so it must hold every option,
     # not just this grid's); a rotated-template tracker also from the upright ones (scale, window...)
-    from backbones.checkpoints import load_checkpoint
+    from common.checkpoints import load_checkpoint
     from tracker import stored_tracking_options
 
     ckpt = load_checkpoint(args.checkpoint)
@@ -177,7 +177,7 @@ def _load_evaluate():
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from backbones.checkpoints import CheckpointError
+    from common.checkpoints import CheckpointError
     from tracker.siamfc import TrackerError
 
     try:

@@ -90,11 +90,11 @@ def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None
     """
     import importlib
 
-    from backbones import ConfigError
-    from backbones.checkpoints import CheckpointError
+    from common.checkpoints import CheckpointError
+    from common.config import ConfigError
+    from common.threads import keep_freed_memory
 
     from .models import model_from_checkpoint
-    from .runtime import keep_freed_memory
     from .siamfc import TrackerError
 
     keep_freed_memory()          # per-frame buffers reused, not returned to the OS (tracker/runtime.py)

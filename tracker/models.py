@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from backbones import Backbone, BackboneConfig, BackboneOutput, ConfigError, build_backbone, from_dict, group_max_pool
+from backbones import Backbone, BackboneConfig, BackboneOutput, build_backbone, group_max_pool
+from common.config import ConfigError, from_dict
 
 from .anchors import generate_anchors
 from .heads import DepthwiseRPNHead, SiamFCHead
@@ -263,7 +264,7 @@ def build_model(config: ModelConfig | dict) -> SiamNet:
 
 def model_config_of(ckpt: dict, where: str = "checkpoint") -> ModelConfig:
     """The ModelConfig stored in a tracker checkpoint dict (``ckpt["config"]["model"]``)."""
-    from backbones.checkpoints import CheckpointError
+    from common.checkpoints import CheckpointError
 
     config = ckpt.get("config")
     model_cfg = config.get("model") if isinstance(config, dict) else None
@@ -277,7 +278,7 @@ def model_config_of(ckpt: dict, where: str = "checkpoint") -> ModelConfig:
 
 def model_from_checkpoint(path, map_location="cpu") -> tuple[SiamNet, dict]:
     """Rebuild the Siamese model of a tracker checkpoint and load its weights: (model, checkpoint dict)."""
-    from backbones.checkpoints import CheckpointError, load_checkpoint, load_weights
+    from common.checkpoints import CheckpointError, load_checkpoint, load_weights
 
     ckpt = load_checkpoint(path, map_location)
     model = build_model(model_config_of(ckpt, str(path)))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from got10k.trackers import Tracker
 
-from backbones import ConfigError, from_dict
+from common.config import ConfigError, from_dict
 
 from .crops import context_size, crop_and_resize, mean_color
 from .frames import check_frame_size

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbones import BackboneOutput, ConfigError
+from backbones import BackboneOutput
+from common.config import ConfigError
 
 from .models import SiamNet
 

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from backbones import BackboneOutput, ConfigError, from_dict
+from backbones import BackboneOutput
 from backbones.cnn import Backbone
 from backbones.steerable import E2ResNet22
+from common.config import ConfigError, from_dict
 
 from .orientation import angle_difference, axis_aligned_box, refine_orientation, scores_at
 from .siamfc import Peak, SiamFCParams, SiamFCTracker, TrackerError, rotated_box_polygon

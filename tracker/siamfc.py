@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from got10k.trackers import Tracker
 
-from backbones import ConfigError, from_dict
+from common.config import ConfigError, from_dict
+from common.device import DeviceError
+from common.device import resolve_device as common_resolve_device
 
 from .backends import REFERENCE_BACKEND, BackendError, build_features, resolve_backend
 from .colour import ColourModel, colour_bins
@@ -50,21 +52,11 @@ UPRIGHT_TEMPLATE_OPTIONS = ("ridge_lambda", "ridge_sigma")
 
 
 def resolve_device(device=None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; otherwise the named device (checked)."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """:func:`common.device.resolve_device` with its error as a TrackerError."""
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise TrackerError(f"unknown device {device!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrackerError(f"device {device!r} requested but CUDA is not available")
-    try:                                  # mps, xpu ...: unavailable ones fail here, not mid-run
-        torch.empty(1, device=dev)
-    except (RuntimeError, AssertionError, AttributeError) as exc:
-        reason = str(exc).splitlines()[0].split(". ")[0][:120] if str(exc) else type(exc).__name__
-        raise TrackerError(f"device {device!r} is not available here ({reason})") from None
-    return dev
+        return common_resolve_device(device)
+    except DeviceError as exc:
+        raise TrackerError(str(exc)) from None
 
 
 def as_rgb_frame(image) -> np.ndarray:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from backbones import ConfigError, from_dict
+from common.config import ConfigError, from_dict
 
 from .crops import context_size, crop_and_resize
 from .frames import check_frame_size

@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from backbones import ConfigError, IENLoss, double_batch, from_dict, group_max_pool, parse_group, to_dict
-from backbones.checkpoints import CheckpointError, load_checkpoint, save_atomic
-from backbones.config import deep_merge, read_toml
+from backbones import IENLoss, double_batch, group_max_pool, parse_group
+from common.checkpoints import CheckpointError, load_checkpoint, save_atomic
+from common.config import ConfigError, deep_merge, from_dict, read_toml, to_dict
+from common.device import DeviceError, resolve_device
 from evaluation.datasets import DatasetError
 from tracker.models import ModelConfig, build_model
 
@@ -435,21 +436,11 @@ def distributed_env() -> tuple[int, int, int]:
 
 
 def _resolve_device(device: str | torch.device | None, local_rank: int, world: int) -> torch.device:
-    if device is None or str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(device)
-    except RuntimeError as exc:
-        raise TrainingError(f"bad --device {device!r}: {exc}") from None
+        device = resolve_device(device, local_rank if world > 1 else None)
+    except DeviceError as exc:
+        raise TrainingError(str(exc)) from None
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError("CUDA was requested but is not available")
-        if world > 1:
-            device = torch.device("cuda", local_rank)
-        elif device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        if device.index >= torch.cuda.device_count():
-            raise TrainingError(f"no CUDA device {device.index} (found {torch.cuda.device_count()})")
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise TrainingError(f"unsupported device {str(device)!r} (use auto, cpu or cuda[:N])")
@@ -494,7 +485,7 @@ def initialize_from(model: nn.Module, path: str | Path) -> dict:
     tensors are taken where names and shapes match and otherwise keep their fresh initialisation
     (e.g. a SiamRPN head on SiamFC weights). Returns which tensors were loaded and which were not.
     """
-    from backbones.checkpoints import CheckpointError, load_checkpoint
+    from common.checkpoints import CheckpointError, load_checkpoint
 
     if Path(path).is_dir():
         state = _imported_weights(model, Path(path))
@@ -517,7 +508,7 @@ def initialize_from(model: nn.Module, path: str | Path) -> dict:
 def _imported_weights(model: nn.Module, folder: Path) -> dict:
     """The weights of a pretrained tracker's files in ``folder`` (NanoTrack v3's two ONNX files,
     ``nanotrackv3_backbone.onnx`` and ``nanotrackv3_head.onnx``) as a state dict of ``model``."""
-    from backbones.checkpoints import CheckpointError
+    from common.checkpoints import CheckpointError
     from tracker.nanotrack import import_nanotrack_v3
 
     if getattr(model.config, "type", None) != "nanotrack":
@@ -920,7 +911,7 @@ class Trainer:
         import csv
         import io
 
-        from evaluation.atomic import write_text_atomic
+        from common.atomic import write_text_atomic
 
         path, rows = self.out_dir / HISTORY_CSV, self.history["steps"]
         if not rows:
@@ -1126,7 +1117,7 @@ class Trainer:
 
 
 def _write_json_atomic(obj, path: Path) -> None:
-    from evaluation.atomic import write_text_atomic       # umask mode; a killed run's temporary is cleaned
+    from common.atomic import write_text_atomic  # umask mode; a killed run's temporary is cleaned
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,10 @@ import gzip
 import hashlib
 import io
 import json
-import pickle
-import zipfile
 import math
+import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -19,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbones import BackboneConfig, ConfigError, IENLoss, build_backbone, double_batch, group_max_pool, parse_group
-from backbones.checkpoints import CheckpointError, load_checkpoint, save_atomic
-from backbones.config import from_dict, to_dict
+from backbones import BackboneConfig, IENLoss, build_backbone, double_batch, group_max_pool, parse_group
 from backbones.diagnostics import equivariance_errors
 from backbones.transforms import BatchTransform, GroupElement, group_elements, sample_transform
+from common.checkpoints import CheckpointError, load_checkpoint, save_atomic
+from common.config import ConfigError, from_dict, to_dict
+from common.device import DeviceError
+from common.device import resolve_device as common_resolve_device
 
 from .datasets import DATASETS, DEFAULT_IMAGE_SIZE, ClassificationData, load_dataset
 
@@ -404,7 +406,7 @@ def summarize_equivariance(result: dict) -> dict:
 
 def write_json_atomic(obj, path: Path) -> None:
     """JSON with NaN/inf refused (a diverged number must never reach a results file), written atomically."""
-    from evaluation.atomic import write_text_atomic
+    from common.atomic import write_text_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -432,15 +434,11 @@ def load_run_config(path: Path) -> TrainConfig:
 
 
 def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """:func:`common.device.resolve_device` with its error as a ConfigError."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device here")
-    return device
+        return common_resolve_device(name)
+    except DeviceError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def train(

@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from backbones.config import read_toml
+from common.config import read_toml
 
 from .train import _Parser
 
@@ -50,8 +50,8 @@ def _merge(defaults: dict, run: dict) -> dict:
 
 def load_study(path: str | Path, epochs: int | None = None, only: list[str] | None = None) -> tuple[str, list[StudyRun]]:
     """Parse and validate a study file (every run's config is checked before anything trains)."""
-    from backbones import BackboneConfig, ConfigError, GroupSpecError
-    from backbones.config import from_dict, to_dict
+    from backbones import BackboneConfig, GroupSpecError
+    from common.config import ConfigError, from_dict, to_dict
 
     from .engine import TrainConfig
     from .train import DEFAULT_WIDTH
@@ -142,7 +142,7 @@ def seed_groups(runs: list[StudyRun], rows: list[dict]) -> list[dict]:
     mean equivariance errors (only groups of two or more finished runs)."""
     import statistics
 
-    from backbones.config import to_dict
+    from common.config import to_dict
 
     by_run = {r["run"]: r for r in rows}
     groups: dict[str, list[str]] = {}
@@ -249,7 +249,7 @@ def save_plot(title: str, rows: list[dict], path: Path) -> None:
         a.tick_params(axis="x", rotation=35, labelsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    from evaluation.atomic import write_with_atomic      # umask mode, no link replaced, stale temporaries cleaned
+    from common.atomic import write_with_atomic  # umask mode, no link replaced, stale temporaries cleaned
 
     try:
         write_with_atomic(path, lambda f: fig.savefig(f, dpi=110, format="png"))
@@ -259,7 +259,7 @@ def save_plot(title: str, rows: list[dict], path: Path) -> None:
 
 def write_outputs(title: str, rows: list[dict], out: Path, study_path, command: str,
                   seeds: list[dict] | None = None) -> None:
-    from evaluation.atomic import write_text_atomic
+    from common.atomic import write_text_atomic
 
     from .engine import write_json_atomic
 
@@ -311,8 +311,9 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     import torch
 
-    from backbones import ConfigError, GroupSpecError
-    from backbones.checkpoints import CheckpointError
+    from backbones import GroupSpecError
+    from common.checkpoints import CheckpointError
+    from common.config import ConfigError
 
     from .datasets import DatasetError
     from .engine import TrainError
@@ -333,7 +334,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        from evaluation.atomic import describe_os_error
+        from common.atomic import describe_os_error
 
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2

@@ -98,7 +98,7 @@ def explicit_overrides(args: argparse.Namespace) -> dict:
 
 def make_config(over: dict):
     from backbones import BackboneConfig
-    from backbones.config import from_dict, to_dict
+    from common.config import from_dict, to_dict
 
     from .engine import TrainConfig
 
@@ -121,9 +121,9 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     import torch
 
-    from backbones import ConfigError, GroupSpecError
-    from backbones.checkpoints import CheckpointError
-    from backbones.config import from_dict, to_dict
+    from backbones import GroupSpecError
+    from common.checkpoints import CheckpointError
+    from common.config import ConfigError, from_dict, to_dict
 
     from .datasets import DatasetError
     from .engine import TrainConfig, TrainError, load_run_config, train
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        from evaluation.atomic import describe_os_error
+        from common.atomic import describe_os_error
 
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
