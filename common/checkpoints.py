@@ -37,7 +37,7 @@ class _WriteErrorRecorder:
 def save_atomic(obj, path: str | Path) -> None:
     """torch.save into a temporary beside ``path``, fsync, then rename into place (and fsync the
     folder): never a half-written checkpoint, an old one stays on a failed write (an OSError naming
-    ``path``). Shares evaluation.atomic's rules: a link or special file is never replaced, the file
+    ``path``). Shares common.atomic's rules: a link or special file is never replaced, the file
     follows the umask, and a killed run's temporary (``.<name>.<pid>.<random>.tmp``) is removed by
     the next save."""
     from .atomic import write_with_atomic

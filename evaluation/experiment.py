@@ -36,9 +36,7 @@ import numpy as np
 from PIL import Image
 
 from common.atomic import write_text_atomic
-
-from .datasets import DatasetError, DatasetWarning, Sequence
-from .metrics import box_to_polygon
+from data import DatasetError, DatasetWarning, Sequence, box_to_polygon
 
 __all__ = ["SequenceResult", "ResultStore", "track_sequence", "run_trackers",
            "write_table_atomic", "TrackerSpecError", "TrackingError", "parse_tracker_spec",
@@ -219,7 +217,7 @@ class SequenceResult:
 
 
 def write_table_atomic(path: Path, values: np.ndarray, fmt: str, delimiter: str = ",") -> None:
-    """np.savetxt's text, written atomically (``evaluation.atomic.write_bytes_atomic``)."""
+    """np.savetxt's text, written atomically (``common.atomic.write_bytes_atomic``)."""
     import io
 
     path = Path(path)
@@ -306,10 +304,10 @@ class ResultStore:
 
 def _read_frames(seq: Sequence) -> Iterable[Image.Image]:
     """The frames of ``seq`` as PIL RGB images (the got10k trackers' input), decoded by
-    :func:`tracker.frames.read_frame` (16-bit and float frames converted, truncated files refused);
+    :func:`data.frames.read_frame` (16-bit and float frames converted, truncated files refused);
     DatasetError naming the sequence and the frame for an unreadable frame or one whose size
     differs from the first frame's."""
-    from tracker.frames import FrameError, read_frame
+    from data.frames import FrameError, read_frame
 
     first = None
     for path in seq.img_files:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from got10k.trackers import Tracker
 
-from tracker.frames import check_frame_size, frame_size
+from data.frames import check_frame_size, frame_size
 
 __all__ = ["IdentityTracker"]
 

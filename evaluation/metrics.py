@@ -11,8 +11,10 @@ import numpy as np
 import shapely
 from got10k.utils.metrics import center_error, rect_iou
 
+from data import box_to_polygon
+
 __all__ = [
-    "box_iou", "center_errors", "normalized_center_errors", "polygon_iou", "box_to_polygon",
+    "box_iou", "center_errors", "normalized_center_errors", "polygon_iou",
     "angle_errors", "success_curve", "precision_curve", "got10k_scores", "otb_curves",
     "OTB_IOU_THRESHOLDS", "OTB_CE_THRESHOLDS", "OTB_NCE_THRESHOLDS", "GOT10K_IOU_THRESHOLDS",
     "paired_difference",
@@ -43,13 +45,6 @@ def normalized_center_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     offset = (pred[:, :2] + pred[:, 2:] / 2) - (gt[:, :2] + gt[:, 2:] / 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.hypot(offset[:, 0] / gt[:, 2], offset[:, 1] / gt[:, 3])
-
-
-def box_to_polygon(boxes: np.ndarray) -> np.ndarray:
-    """[x,y,w,h] boxes -> (N, 8) corners, clockwise on screen from the top-left."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    return np.stack([x0, y0, x1, y0, x1, y1, x0, y1], axis=1)
 
 
 def _shapes(regions: np.ndarray):

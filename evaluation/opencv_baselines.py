@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from got10k.trackers import Tracker
 
-from tracker.frames import check_frame_size
+from data.frames import check_frame_size
 from tracker.siamfc import TrackerError, as_rgb_frame, check_init_box
 
 __all__ = ["OPENCV_TRACKERS", "OpenCVTracker", "build_opencv_tracker"]

@@ -36,8 +36,8 @@ import numpy as np
 from PIL import Image
 
 from common.atomic import write_bytes_atomic
+from data import Sequence, box_to_polygon
 
-from .datasets import Sequence
 from .experiment import SequenceResult
 from .metrics import (
     GOT10K_IOU_THRESHOLDS,
@@ -46,7 +46,6 @@ from .metrics import (
     OTB_NCE_THRESHOLDS,
     angle_errors,
     box_iou,
-    box_to_polygon,
     center_errors,
     got10k_scores,
     normalized_center_errors,

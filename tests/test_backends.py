@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from common.threads import apply_thread_policy
+from data.synthetic import generate_sequence
 from evaluation.experiment import tracker_identity
-from evaluation.synthetic import generate_sequence
 from tracker import build_tracker
 from tracker.backends import (
     BACKEND_REVISION,

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from common.atomic import remove_stale_temporaries, write_text_atomic
+from data.frames import FrameError, TrackerError, as_rgb, read_frame
 from evaluation.identity import IdentityTracker
-from tracker.frames import FrameError, TrackerError, as_rgb, read_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -205,7 +205,7 @@ def test_small_bad_inputs_give_one_error_line(tmp_path, capsys):
     import generate_sequences
     import track
 
-    from evaluation.synthetic import GeneratorInputError, generate_sequence
+    from data.synthetic import GeneratorInputError, generate_sequence
 
     for options in ({"scale_range": [0, 0]}, {"object_size": [0.2, 1e6]}, {"aspect_ratio": [1, 1e9]}):
         with pytest.raises(GeneratorInputError, match="option"):
@@ -290,7 +290,7 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
 def test_history_rates_span_a_resume_and_ctrl_c_before_a_checkpoint_suggests_no_resume(tmp_path, capsys, monkeypatch):
     import train_tracker
 
-    from evaluation.synthetic import generate_dataset
+    from data.generated import generate_dataset
     from training import tracking
     from training.tracking import RunConfig, Trainer
 

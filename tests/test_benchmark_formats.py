@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluation.benchmarks import UAV123_ATTRIBUTES, decode_vot_mask, parse_config_seqs, uav123_frame_ranges
-from evaluation.datasets import DatasetError, detect_layout, load_sequences
+from data import DatasetError, detect_layout, load_sequences
+from data.benchmarks import UAV123_ATTRIBUTES, decode_vot_mask, parse_config_seqs, uav123_frame_ranges
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("_tool_evaluate_bench", ROOT / "tools" / "evaluate.py")

@@ -14,7 +14,7 @@ from torch import nn
 from backbones import build_backbone
 from backbones.diagnostics import equivariance_errors
 from backbones.transforms import group_elements
-from training.classification.datasets import DEFAULT_IMAGE_SIZE
+from data.classification import DEFAULT_IMAGE_SIZE
 from training.classification.engine import GroupPoolClassifier, TrainConfig, build_classifier, resolve_image_size
 
 MODELS = ("cnnbasic", "authors-cnnbasic", "vgg", "resnet18")

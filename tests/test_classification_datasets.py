@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.classification import datasets as ds
-from training.classification.datasets import DatasetError, load_dataset
+from data import classification as ds
+from data import mnist
+from data.classification import DatasetError, load_dataset
 
 # --------------------------------------------------------------------------- rot-digits
 
@@ -121,7 +122,7 @@ def test_idx_bad_magic_and_size(tmp_path):
     raw = (tmp_path / "t10k-labels-idx1-ubyte").read_bytes()
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(raw[:-3])
     with pytest.raises(DatasetError, match="header says"):
-        ds.read_idx(tmp_path / "t10k-labels-idx1-ubyte")
+        mnist.read_idx(tmp_path / "t10k-labels-idx1-ubyte")
 
 
 # --------------------------------------------------------------------------- Rot-/R2-TinyImageNet

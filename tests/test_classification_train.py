@@ -10,9 +10,9 @@ import torch
 from backbones.checkpoints import backbone_from_checkpoint
 from common.checkpoints import load_checkpoint
 from common.config import from_dict
+from data.classification import load_dataset
 from training.classification import study as study_cli
 from training.classification import train as train_cli
-from training.classification.datasets import load_dataset
 from training.classification.engine import (
     GroupPoolClassifier,
     TrainConfig,

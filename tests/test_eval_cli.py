@@ -11,7 +11,7 @@ import pytest
 from got10k.trackers import Tracker
 from PIL import Image
 
-from evaluation.datasets import Sequence
+from data import Sequence
 from evaluation.experiment import ResultStore, run_trackers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,13 +150,13 @@ def test_rotating_evaluation_and_make_rotating_tool(tmp_path, capsys):
 def test_default_dataset_is_the_generated_one(tmp_path, monkeypatch, capsys):
     data = _got_dataset(tmp_path / "gen") / "val"
     calls = []
-    fake = types.ModuleType("evaluation.synthetic")
+    fake = types.ModuleType("data.generated")
 
     def default_dataset(split="test", rotating=True):
         calls.append((split, rotating))
         return data
     fake.default_dataset = default_dataset
-    monkeypatch.setitem(sys.modules, "evaluation.synthetic", fake)
+    monkeypatch.setitem(sys.modules, "data.generated", fake)
     assert evaluate.main(["--trackers", "identity", "--out", str(tmp_path / "out"),
                           "--no-progress", "--no-plots"]) == 0
     assert calls == [("test", True)]
@@ -240,7 +240,7 @@ def test_scores_match_the_got10k_toolkit(tmp_path, capsys):
     ExperimentOTB reading the same result files."""
     from got10k.experiments import ExperimentGOT10k, ExperimentOTB
 
-    from evaluation.datasets import load_sequences
+    from data import load_sequences
 
     data, out = _got_dataset(tmp_path / "GOT-10k"), tmp_path / "out"
     for seq in ("GOT-10k_Val_000001", "GOT-10k_Val_000002"):   # what the toolkit also reads

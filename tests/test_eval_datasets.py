@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.datasets import DatasetError, DatasetWarning, detect_layout, load_sequences
+from data import DatasetError, DatasetWarning, detect_layout, load_sequences
 
 
 def _frames(folder, n, fmt, start=1):

@@ -14,8 +14,8 @@ from got10k.trackers import Tracker
 from PIL import Image
 
 import common.threads  # noqa: F401
+import data.frames  # noqa: F401
 import tracker.backends  # noqa: F401  (the tool imports these even where a test fakes the registry)
-import tracker.frames  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("_tool_benchmark_fps",

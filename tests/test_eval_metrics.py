@@ -3,12 +3,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.datasets import Sequence
+from data import Sequence, box_to_polygon
 from evaluation.experiment import SequenceResult
 from evaluation.metrics import (
     angle_errors,
     box_iou,
-    box_to_polygon,
     center_errors,
     got10k_scores,
     normalized_center_errors,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import shapely
 
-from evaluation.datasets import DatasetError, load_sequences
-from evaluation.rotating import cover_classes, make_rotating, polygon_bounding_boxes, rotate_polygons, rotation_matrices
+from data import DatasetError, load_sequences
+from data.rotating import cover_classes, make_rotating, polygon_bounding_boxes, rotate_polygons, rotation_matrices
 
 W, H = 64, 48
 BOX = (40, 20, 12, 8)          # right of the image centre (32, 24)

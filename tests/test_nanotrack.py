@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import trainer_stopping_after_first_step
 
-from evaluation.synthetic import generate_dataset
+from data.generated import generate_dataset
 from tracker.nano_tracker import NanoTracker, OnnxNanoNetworks, TorchNanoNetworks, export_nanotrack_onnx
 from tracker.nanotrack import import_nanotrack_v3, nanotrack_labels, score_points
 from tracker.siamfc import TrackerError

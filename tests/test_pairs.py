@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.datasets import DatasetError, load_sequences
+from data import DatasetError, load_sequences
 from training.pairs import PairSampler, valid_frames
 
 W, H, N = 200, 150, 16

@@ -140,9 +140,9 @@ def test_an_unchanged_re_run_reuses_without_building_the_tracker(tmp_path, capsy
 
 def test_static_after_rotating_with_the_default_out(tmp_path, monkeypatch, capsys):
     sets = {True: _got_val(tmp_path / "rot" / "val", 20), False: _got_val(tmp_path / "static" / "val", 30)}
-    fake = types.ModuleType("evaluation.synthetic")
+    fake = types.ModuleType("data.generated")
     fake.default_dataset = lambda split="test", rotating=True: sets[rotating]
-    monkeypatch.setitem(sys.modules, "evaluation.synthetic", fake)
+    monkeypatch.setitem(sys.modules, "data.generated", fake)
     monkeypatch.chdir(tmp_path)
     base = ["--trackers", "identity", *QUIET]
     assert evaluate.main(base) == 0

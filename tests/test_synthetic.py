@@ -1,4 +1,4 @@
-"""evaluation/synthetic.py: determinism, exact ground truth, GOT-10k layout, cached defaults, CLI."""
+"""data/synthetic.py and data/generated.py: determinism, exact ground truth, GOT-10k layout, cached defaults, CLI."""
 import json
 import math
 
@@ -6,15 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from evaluation import synthetic
-from evaluation.datasets import load_sequences
-from evaluation.synthetic import (
-    GeneratorInputError,
-    default_dataset_spec,
-    generate_dataset,
-    generate_sequence,
-    sequence_seed,
-)
+from data import generated, load_sequences
+from data.generated import default_dataset_spec, generate_dataset, sequence_seed
+from data.synthetic import GeneratorInputError, generate_sequence
 from tracker.crops import crop_and_resize
 
 CLEAN = dict(lighting=0.0, noise_std=0.0, blur_prob=0.0, num_distractors=(0, 0), occlusion_prob=0.0,
@@ -183,29 +177,29 @@ def test_cached_default_is_atomic_and_reused(tmp_path, monkeypatch):
     spec = default_dataset_spec("train")
     spec.update(num_sequences=2, num_frames=3, frame_size=[64, 48])
     calls = []
-    real = synthetic.generate_dataset
+    real = generated.generate_dataset
 
     def failing(*args, **kwargs):
         calls.append(1)
         real(*args, **kwargs)
         raise KeyboardInterrupt       # interrupted after writing
 
-    monkeypatch.setattr(synthetic, "generate_dataset", failing)
+    monkeypatch.setattr(generated, "generate_dataset", failing)
     with pytest.raises(KeyboardInterrupt):
-        synthetic._cached_dataset(tmp_path, spec)
+        generated._cached_dataset(tmp_path, spec)
     assert list(tmp_path.iterdir()) == []       # nothing half-written is left behind
-    monkeypatch.setattr(synthetic, "generate_dataset", real)
-    path = synthetic._cached_dataset(tmp_path, spec)
+    monkeypatch.setattr(generated, "generate_dataset", real)
+    path = generated._cached_dataset(tmp_path, spec)
     assert path.name == "train" and (path / "list.txt").is_file()
     assert len(load_sequences(path)) == 2
     stamp = (path / "list.txt").stat().st_mtime_ns
-    monkeypatch.setattr(synthetic, "generate_dataset", failing)   # a cache hit generates nothing
-    assert synthetic._cached_dataset(tmp_path, spec) == path
+    monkeypatch.setattr(generated, "generate_dataset", failing)   # a cache hit generates nothing
+    assert generated._cached_dataset(tmp_path, spec) == path
     assert (path / "list.txt").stat().st_mtime_ns == stamp and len(calls) == 1
     # another option value is another folder
     other = dict(spec, options=dict(spec["options"], occlusion_prob=0.0))
-    monkeypatch.setattr(synthetic, "generate_dataset", real)
-    assert synthetic._cached_dataset(tmp_path, other) != path
+    monkeypatch.setattr(generated, "generate_dataset", real)
+    assert generated._cached_dataset(tmp_path, other) != path
 
 
 def test_default_specs_train_and_test_seeds_are_disjoint():

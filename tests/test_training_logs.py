@@ -10,7 +10,7 @@ from conftest import trainer_stopping_after_first_step, write_tiny_siamfc_toml
 
 from common.checkpoints import load_checkpoint, save_atomic
 from common.config import ConfigError
-from evaluation.synthetic import generate_dataset
+from data.generated import generate_dataset
 from tools import train_tracker as tool
 from training import tracking
 from training.tracking import BEST_NAME, RunConfig, Trainer, load_validation_pairs, response_peaks
@@ -181,9 +181,9 @@ def test_old_lambdalr_checkpoint_resumes_on_the_same_schedule(tmp_path, data):
 
 def test_cli_val_every_and_generated_default_holds_out(tmp_path, data, monkeypatch, capsys):
     # the lone generated default is split like a video folder (here the tiny set stands in for it)
-    import evaluation.synthetic
+    import data.generated as generated
 
-    monkeypatch.setattr(evaluation.synthetic, "default_dataset", lambda *a, **k: data)
+    monkeypatch.setattr(generated, "default_dataset", lambda *a, **k: data)
     config = write_tiny_siamfc_toml(tmp_path / "c.toml", None, "val_pairs = 2", "val_fraction = 0.25")
     rc = tool.main(["--config", str(config), "--out", str(tmp_path / "run"), "--val-every", "2", "--no-progress"])
     out = capsys.readouterr()

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from common.config import ConfigError
-from evaluation.datasets import DatasetError, load_sequences, split_by_source
-from training.pairs import FrameFilter, MixedPairs, PairSampler, PhotoPairSampler, load_photos
+from data import DatasetError, load_sequences, split_by_source
+from data.photos import load_photos
+from training.pairs import FrameFilter, MixedPairs, PairSampler, PhotoPairSampler
 from training.tracking import RunConfig, load_pairs
 
 PHOTO_W, PHOTO_H = 240, 180

@@ -11,7 +11,7 @@ import torch
 
 from common.checkpoints import load_checkpoint
 from common.config import ConfigError
-from evaluation.synthetic import generate_dataset
+from data.generated import generate_dataset
 from tools import benchmark_training as bench
 from tracker.models import build_model
 from training.tracking import RunConfig, Trainer, load_pairs, read_config

@@ -15,7 +15,7 @@ from conftest import write_tiny_siamfc_toml as write_toml
 
 from common.checkpoints import load_checkpoint
 from common.config import ConfigError
-from evaluation.synthetic import generate_dataset
+from data.generated import generate_dataset
 from tools import train_tracker as tool
 from tracker.models import build_model
 from training.tracking import RunConfig, Trainer, build_lr_scheduler, export_weights, read_config

@@ -180,7 +180,7 @@ def test_a_failed_checkpoint_write_keeps_the_old_checkpoint(tmp_path):
     ckpt = tmp_path / "checkpoint.pth"
     save_atomic({"config": {}, "model": {"w": torch.zeros(10)}}, ckpt)
     before = ckpt.read_bytes()
-    script = ("import torch\nfrom backbones.checkpoints import save_atomic\n"
+    script = ("import torch\nfrom common.checkpoints import save_atomic\n"
               "try:\n    save_atomic({'config': {}, 'model': {'w': torch.zeros(100000)}}, %r)\n"
               "except OSError as exc:\n    print('OSError', exc)\n" % str(ckpt))
 
@@ -196,9 +196,9 @@ def test_a_failed_checkpoint_write_keeps_the_old_checkpoint(tmp_path):
 
 def test_classification_outputs_follow_the_umask_and_refuse_links(tmp_path):
     """training/classification: checkpoint.pth, metrics.json and the study's files are written by
-    evaluation.atomic's writers (0644 under umask 022, a killed run's temporaries cleaned)."""
+    common.atomic's writers (0644 under umask 022, a killed run's temporaries cleaned)."""
     from common.config import from_dict
-    from training.classification.datasets import load_dataset
+    from data.classification import load_dataset
     from training.classification.engine import TrainConfig, train
     from training.classification.study import save_plot, write_outputs
 

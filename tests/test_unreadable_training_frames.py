@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import write_tiny_siamfc_toml
 
-from evaluation.datasets import DatasetError, load_sequences
-from evaluation.synthetic import generate_dataset
+from data import DatasetError, load_sequences
+from data.generated import generate_dataset
 from training.pairs import MixedPairs, PairSampler, UnreadableFrame, _read_rgb, report_skipped_frames
 
 

@@ -10,7 +10,7 @@ Each tracker is initialised on the first frame of a sequence (default: the first
 rotating test sequence), updated on ``--warmup`` frames that are not timed, then on
 ``--frames`` timed frames (the sequence is cycled if it is shorter). A frame's time is one
 ``update()`` call: crop, resize, normalisation, network and box decoding included; decoding
-the JPEG is not (frames are decoded beforehand, by :func:`tracker.frames.read_frame`: a truncated
+the JPEG is not (frames are decoded beforehand, by :func:`data.frames.read_frame`: a truncated
 or corrupt frame is an error naming it). The backbone alone (through the tracker's inference
 backend: its feature extractor) is timed on a (1, 3, S, S) search-size tensor, S = the model's
 instance size, by ``torch.utils.benchmark.Timer.blocked_autorange`` for ``--backbone-time``
@@ -23,7 +23,7 @@ FPS = 1 / median, and the FPS ratios IEN / RE-SiamNet (e.g. siamfc / re-siamfc) 
 ``--re-equal-params`` adds the row ``re-siamfc-eqparams``: an untrained e2cnn C8 ResNet-22
 RE-SiamNet as wide as needed to have the parameter count of the IEN SiamFC (``siamfc``), the
 paper's comparison; the bundled ``re-siamfc`` is the equal-width one. ``--threads`` follows the
-toolkit's thread policy (tracker.runtime.apply_thread_policy: torch, OpenCV and ONNX Runtime get
+toolkit's thread policy (common.threads.apply_thread_policy: torch, OpenCV and ONNX Runtime get
 the same count, by default the cores not busy); ``--backend`` picks the networks' inference
 backend (tracker/backends.py), recorded per tracker in the output.
 """
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from evaluation.datasets import DatasetError, load_sequences  # noqa: E402
+from data import DatasetError, load_sequences  # noqa: E402
 from evaluation.experiment import TrackerSpecError, build_named_tracker, parse_tracker_spec  # noqa: E402
 
 DEFAULT_TRACKERS = ["siamfc-plain", "siamfc", "re-siamfc", "siamrpn-plain", "siamrpn"]
@@ -226,10 +226,10 @@ def _ratio(a: dict, b: dict) -> dict:
 def _benchmark_frames(root: Path | None) -> tuple[list, np.ndarray, str]:
     if root is None:
         try:
-            from evaluation.synthetic import default_dataset
+            from data.generated import default_dataset
         except ImportError as exc:
             raise BenchmarkError("the generated dataset is not available "
-                                 f"(evaluation.synthetic.default_dataset: {exc}); pass --root"
+                                 f"(data.generated.default_dataset: {exc}); pass --root"
                                  ) from None
         try:
             root = Path(default_dataset(split="test", rotating=True))
@@ -242,7 +242,7 @@ def _benchmark_frames(root: Path | None) -> tuple[list, np.ndarray, str]:
 def _rgb_frames(seq) -> list:
     """A sequence's frames decoded once (never timed) by the toolkit's one decoder, as HxWx3 uint8
     RGB arrays; a truncated or corrupt frame is a FrameError naming it."""
-    from tracker.frames import read_frame
+    from data.frames import read_frame
 
     return [read_frame(path) for path in seq.img_files]
 

@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     from backbones import GroupSpecError
     from common.config import ConfigError
-    from evaluation.datasets import DatasetError
+    from data import DatasetError
     from training.tracking import TrainingError
 
     try:

@@ -13,7 +13,7 @@ weights and options on the same sequences and benchmark variant); report.json, r
 the success / precision plots go to <out> (default runs/eval/<dataset>[-static], with --root
 runs/eval/<protocol>-<folder>[-<subset>]-<digest of the folder's path>[-rot<deg>]). The
 summary table is printed.
-Without --root, the generated rotating test sequences (evaluation.synthetic) are used.
+Without --root, the generated rotating test sequences (data.synthetic) are used.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.atomic import describe_os_error  # noqa: E402
-from evaluation.datasets import DatasetError, DatasetWarning, detect_layout, load_sequences  # noqa: E402
+from data import DatasetError, DatasetWarning, detect_layout, load_sequences  # noqa: E402
 from evaluation.experiment import (  # noqa: E402
     ResultStore,
     TrackerSpecError,
@@ -136,9 +136,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _generated_root(split: str, rotating: bool = True) -> Path:
     try:
-        from evaluation.synthetic import default_dataset
+        from data.generated import default_dataset
     except ImportError as exc:
-        raise EvaluationError("the generated dataset is not available (evaluation.synthetic."
+        raise EvaluationError("the generated dataset is not available (data.synthetic."
                               f"default_dataset: {exc}); pass --root") from None
     try:
         return Path(default_dataset(split=split, rotating=rotating))
@@ -244,14 +244,14 @@ def run(args: argparse.Namespace) -> int:
     layout = args.layout
     names = args.sequences
     if args.holdout is not None:         # chosen on the source folder (meta.json: source videos)
-        from evaluation.datasets import split_by_source
+        from data import split_by_source
 
         _, held = split_by_source(load_sequences(root, layout=layout, subset=subset, names=names,
                                                  skip_bad=args.skip_bad, frame_ranges=args.frame_ranges),
                                   args.holdout, args.holdout_seed)
         names = [s.name for s in held]
     if args.rotating is not None:
-        from evaluation.rotating import make_rotating
+        from data.rotating import make_rotating
         rot_dir = out / "rotating" / f"{args.rotating:g}deg-{args.border}"
         print(f"rotating dataset: {rot_dir}", file=sys.stderr)
         root = make_rotating(root, rot_dir, args.rotating, layout=layout, border=args.border,

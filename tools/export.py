@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from common.atomic import describe_os_error
     from common.checkpoints import CheckpointError
-    from tracker.frames import TrackerError
+    from data.frames import TrackerError
 
     try:
         report = run(args)

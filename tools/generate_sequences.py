@@ -7,7 +7,7 @@
     python tools/generate_sequences.py --default train        # build/locate the cached default set
 
 Writes OUT/SUBSET/list.txt and one folder per sequence (frames, groundtruth.txt, absence.label,
-cover.label, cut_by_image.label, angle.txt, polygon.txt, meta_info.ini); see evaluation/synthetic.py.
+cover.label, cut_by_image.label, angle.txt, polygon.txt, meta_info.ini); see data/synthetic.py.
 """
 from __future__ import annotations
 
@@ -20,12 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.atomic import describe_os_error  # noqa: E402
-from evaluation.synthetic import (  # noqa: E402
-    GeneratorInputError,
-    GeneratorOptions,
-    default_dataset,
-    generate_dataset,
-)
+from data.generated import default_dataset, generate_dataset
+from data.synthetic import GeneratorInputError, GeneratorOptions
 
 
 def _frame_size(text: str) -> tuple:

@@ -85,7 +85,7 @@ def read_rgb(path: Path, size: int) -> np.ndarray:
     """An image as size x size RGB uint8; a truncated or unreadable file is a BuildError naming it."""
     import cv2
 
-    from tracker.frames import FrameError, read_frame
+    from data.frames import FrameError, read_frame
 
     try:
         img = read_frame(path)
@@ -98,7 +98,7 @@ def read_rgb(path: Path, size: int) -> np.ndarray:
 
 def transform_split(items, size: int, flips: bool, rng: np.random.Generator):
     """Images, labels, angles and flip codes of one split (rotated, masked, optionally flipped)."""
-    from training.classification.datasets import rotate_images
+    from data.classification import rotate_images
 
     images = np.stack([read_rgb(p, size) for p, _ in items])
     labels = np.array([lab for _, lab in items], dtype=np.int64)
@@ -122,7 +122,7 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
 
 
 def build(src: Path, out: Path, flips: bool, n_classes: int, seed: int, size: int, overwrite: bool) -> dict:
-    from training.classification.datasets import TIM_FORMAT
+    from data.classification import TIM_FORMAT
 
     if not src.is_dir():
         raise BuildError(f"source folder not found: {src}")

@@ -8,7 +8,7 @@ Frame t is rotated about the image centre by t * DEG degrees (counter-clockwise 
 same image size, borders filled); the output is a GOT-10k-layout folder with groundtruth.txt
 (axis-aligned box of the rotated target), polygon.txt (rotated box corners) and angle.txt.
 Finished sequences are kept when the command is run again. Without --src, the generated
-non-rotating test sequences (evaluation.synthetic) are used.
+non-rotating test sequences (data.synthetic) are used.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.datasets import DatasetError, DatasetWarning  # noqa: E402
-from evaluation.rotating import make_rotating  # noqa: E402
+from data import DatasetError, DatasetWarning  # noqa: E402
+from data.rotating import make_rotating  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
     src = args.src
     if src is None:
         try:
-            from evaluation.synthetic import default_dataset
+            from data.generated import default_dataset
         except ImportError as exc:
             raise ValueError("the generated dataset is not available "
-                             f"(evaluation.synthetic.default_dataset: {exc}); pass --src") from None
+                             f"(data.generated.default_dataset: {exc}); pass --src") from None
         src = Path(default_dataset(split="test", rotating=False))
     elif not src.is_dir():
         raise DatasetError(f"dataset folder not found: {src}")

@@ -39,8 +39,8 @@ class TrackCLIError(Exception):
 # ---------------------------------------------------------------------------------------------
 # frame sources: iterators of RGB uint8 frames
 def bgr_to_rgb(frame: np.ndarray, where: str) -> np.ndarray:
-    """An OpenCV-decoded frame (gray, BGR, BGRA; 8/16-bit or float: tracker.frames.to_uint8) as HxWx3 uint8 RGB."""
-    from tracker.frames import as_rgb
+    """An OpenCV-decoded frame (gray, BGR, BGRA; 8/16-bit or float: data.frames.to_uint8) as HxWx3 uint8 RGB."""
+    from data.frames import as_rgb
 
     if frame is None or frame.size == 0:
         raise TrackCLIError(f"cannot read {where}")
@@ -110,7 +110,7 @@ class FrameSource:
 
     def __iter__(self):
         if self.files is not None:
-            from tracker.frames import read_frame
+            from data.frames import read_frame
 
             first = None
             for path in self.files:
@@ -286,7 +286,7 @@ def track_frames(tracker, frames, init_box, video_path=None, fps=25.0, total=Non
     """
     from tqdm import tqdm
 
-    from evaluation.metrics import box_to_polygon
+    from data import box_to_polygon
     from tracker.siamfc import TrackerError, check_init_box
 
     boxes, angles, polygons, writer, elapsed = [], [], [], None, 0.0
@@ -406,8 +406,8 @@ def run_video(args) -> int:
 
 
 def run_demo(args) -> int:
+    from data.synthetic import generate_sequence
     from evaluation.metrics import box_iou
-    from evaluation.synthetic import generate_sequence
 
     tracker = build(args)       # first: a missing checkpoint is reported before any work
     print(f"demo: generating a rotating sequence (seed {args.demo_seed}, {args.demo_frames} frames)")

@@ -198,12 +198,12 @@ def main(argv=None) -> int:
     from backbones import GroupSpecError
     from common.checkpoints import CheckpointError
     from common.config import ConfigError
-    from evaluation.datasets import DatasetError
+    from data import DatasetError
     from training.tracking import TrainingError
 
     user_errors: tuple = (ConfigError, GroupSpecError, CheckpointError, DatasetError, TrainingError)
     try:
-        from evaluation.synthetic import GeneratorInputError
+        from data.synthetic import GeneratorInputError
 
         user_errors += (GeneratorInputError,)
     except ImportError:

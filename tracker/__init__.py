@@ -97,7 +97,7 @@ def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None
     from .models import model_from_checkpoint
     from .siamfc import TrackerError
 
-    keep_freed_memory()          # per-frame buffers reused, not returned to the OS (tracker/runtime.py)
+    keep_freed_memory()          # per-frame buffers reused, not returned to the OS (common/threads.py)
 
     key = _canonical(name)
     target, model_type, weights_file = TRACKERS[key]

@@ -22,9 +22,9 @@ import torch
 from got10k.trackers import Tracker
 
 from common.config import ConfigError, from_dict
+from data.frames import check_frame_size
 
 from .crops import context_size, crop_and_resize, mean_color
-from .frames import check_frame_size
 from .siamfc import TrackerError, as_rgb_frame, check_init_box
 
 __all__ = ["NanoTrackParams", "NanoTracker", "OnnxNanoNetworks", "TorchNanoNetworks", "export_nanotrack_onnx"]

@@ -35,11 +35,11 @@ from got10k.trackers import Tracker
 from common.config import ConfigError, from_dict
 from common.device import DeviceError
 from common.device import resolve_device as common_resolve_device
+from data.frames import TrackerError, as_rgb, check_frame_size  # TrackerError is defined there (no torch)
 
 from .backends import REFERENCE_BACKEND, BackendError, build_features, resolve_backend
 from .colour import ColourModel, colour_bins
 from .crops import context_size, crop_and_resize, crop_many, image_to_crop, mean_color
-from .frames import TrackerError, as_rgb, check_frame_size  # TrackerError is defined there (no torch)
 from .orientation import AXIS_BOX_MODES, axis_aligned_box, orientation_mask, rotated_template_bank
 
 __all__ = ["TrackerError", "SiameseTracker", "SiamFCParams", "SiamFCTracker", "Peak", "as_rgb_frame",
@@ -61,7 +61,7 @@ def resolve_device(device=None) -> torch.device:
 
 def as_rgb_frame(image) -> np.ndarray:
     """A frame as an HxWx3 uint8 RGB array: PIL images of any mode, or arrays HxW, HxWx1, HxWx3, HxWx4
-    (alpha dropped) of 8-bit, 16-bit or float pixels (:func:`tracker.frames.to_uint8`: no clipping)."""
+    (alpha dropped) of 8-bit, 16-bit or float pixels (:func:`data.frames.to_uint8`: no clipping)."""
     return as_rgb(image)
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from common.config import ConfigError, from_dict
+from data.frames import check_frame_size
 
 from .crops import context_size, crop_and_resize
-from .frames import check_frame_size
 from .siamfc import SiameseTracker, as_rgb_frame
 
 __all__ = ["SiamRPNParams", "SiamRPNTracker"]

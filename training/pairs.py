@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evaluation.datasets import DatasetError
+from data import DatasetError
 from tracker.crops import context_size, crop_and_resize, image_to_crop
 from tracker.orientation import axis_aligned_box
 
-__all__ = ["PairSampler", "PhotoPairSampler", "MixedPairs", "Photo", "load_photos", "valid_frames", "FrameFilter",
+__all__ = ["PairSampler", "PhotoPairSampler", "MixedPairs", "valid_frames", "FrameFilter",
            "UnreadableFrame", "report_skipped_frames"]
 
 # SiamFC draws the resize interpolation at random; Lanczos is left out (10x slower in warpAffine)
@@ -111,7 +111,7 @@ def _read_rgb(path: str, crop_side: float, out_size: int) -> tuple:
 
     A JPEG that does not end with the end-of-image marker (FF D9) is decoded by Pillow, which
     tells a cut-off file (libjpeg, as cv2 uses it, fills the missing rows with grey and only
-    warns) from one with padding after the marker; the rule is tracker.frames.read_frame's.
+    warns) from one with padding after the marker; the rule is data.frames.read_frame's.
     Raises UnreadableFrame for a truncated or undecodable file, DatasetError when it cannot be read."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -167,7 +167,7 @@ class _Entry:
 
 
 class PairSampler(torch.utils.data.Dataset):
-    """SiamFC training pairs from a list of ``evaluation.datasets.Sequence``.
+    """SiamFC training pairs from a list of ``data.Sequence``.
 
     Item: dict with "z" float32 (3, exemplar, exemplar) and "x" float32 (3, instance, instance),
     RGB 0..255; "box_z", "box_x" float32 (4,) target box x1, y1, x2, y2 in crop pixels (after
@@ -393,76 +393,7 @@ def _color_matrix(img: np.ndarray, gray: bool, params: np.ndarray) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------------------------
-# still photos with boxes: a pair is two augmented crops of one photo
-@dataclass
-class Photo:
-    """One still photo and the boxes (x, y, w, h) of the objects in it."""
-
-    path: str
-    boxes: np.ndarray             # (K, 4)
-    size: tuple                   # (width, height)
-
-
-def _read_boxes_csv(csv_path) -> list:
-    import csv
-    from pathlib import Path
-
-    csv_path = Path(csv_path)
-    images = csv_path.parent / "images"
-    by_file: dict = {}
-    try:
-        with open(csv_path, newline="") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"cannot read {csv_path}: {exc}") from None
-    header = [c.strip() for c in rows[0]] if rows else []
-    needed = ("file", "x", "y", "w", "h", "img_w", "img_h")
-    if any(c not in header for c in needed):
-        raise DatasetError(f"{csv_path}:1: expected the columns {', '.join(needed)} (file,x,y,w,h,label,img_w,img_h)")
-    col = {c: header.index(c) for c in needed}
-    for number, row in enumerate(rows[1:], start=2):
-        if not row:
-            continue
-        try:
-            box = [float(row[col[c]]) for c in ("x", "y", "w", "h")]
-            size = (int(float(row[col["img_w"]])), int(float(row[col["img_h"]])))
-            name = row[col["file"]].strip()
-        except (IndexError, ValueError):
-            raise DatasetError(f"{csv_path}:{number}: bad row {','.join(row)[:80]!r}") from None
-        if not name or not all(math.isfinite(v) for v in box) or min(size) < 1:
-            raise DatasetError(f"{csv_path}:{number}: bad row {','.join(row)[:80]!r}")
-        entry = by_file.setdefault(name, ([], size))
-        if entry[1] != size:
-            raise DatasetError(f"{csv_path}:{number}: {name} listed with two image sizes")
-        entry[0].append(box)
-    photos = []
-    for name, (boxes, size) in sorted(by_file.items()):
-        path = images / name
-        if not path.is_file():
-            raise DatasetError(f"{csv_path}: image {path} not found")
-        photos.append(Photo(str(path), np.asarray(boxes, dtype=np.float64), size))
-    return photos
-
-
-def load_photos(root) -> list:
-    """Photos of ``root``: a folder with ``boxes.csv`` and ``images/``, or a folder of such folders.
-
-    ``boxes.csv`` has the header ``file,x,y,w,h,label,img_w,img_h`` (one row per object box, pixels).
-    """
-    from pathlib import Path
-
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"photo folder not found: {root}")
-    files = [root / "boxes.csv"] if (root / "boxes.csv").is_file() else sorted(root.glob("*/boxes.csv"))
-    if not files:
-        raise DatasetError(f"no boxes.csv in {root} or its sub-folders (photos: <group>/boxes.csv, <group>/images/)")
-    photos = [p for f in files for p in _read_boxes_csv(f)]
-    if not photos:
-        raise DatasetError(f"no photo boxes in {root}")
-    return photos
-
-
+# still photos with boxes (data.photos): a pair is two augmented crops of one photo
 class PhotoPairSampler(PairSampler):
     """SiamFC pairs from still photos: template and search crop of the same object in one photo.
 

@@ -37,7 +37,7 @@ from backbones import IENLoss, double_batch, group_max_pool, parse_group
 from common.checkpoints import CheckpointError, load_checkpoint, save_atomic
 from common.config import ConfigError, deep_merge, from_dict, read_toml, to_dict
 from common.device import DeviceError, resolve_device
-from evaluation.datasets import DatasetError
+from data import DatasetError
 from tracker.models import ModelConfig, build_model
 
 __all__ = [
@@ -172,7 +172,7 @@ class DataConfig:
 
     Either one folder (``path``), or a weighted mix of ``sources`` ([[data.sources]] tables; then
     ``path`` must stay "generated", its default). ``val_fraction`` > 0 holds that share of the
-    video sources' source videos out of training (``evaluation.datasets.split_by_source`` with
+    video sources' source videos out of training (``data.split_by_source`` with
     ``val_seed``): the validation split that ``tools/evaluate.py --holdout`` evaluates and that
     ``train.val_every`` validates on. The lone generated default (no ``sources``) is split the
     same way; generated and photo sources inside a mix are never split.
@@ -337,11 +337,11 @@ def _is_split(config: RunConfig, source: SourceConfig) -> bool:
 
 def _source_sequences(config: RunConfig, source: SourceConfig, workers: int) -> tuple[list, list]:
     """(training, held-out) sequences of a video or generated source."""
-    from evaluation.datasets import load_sequences, split_by_source
+    from data import load_sequences, split_by_source
 
     data = config.data
     if source.kind == "generated":
-        from evaluation.synthetic import default_dataset
+        from data.generated import default_dataset
 
         root = default_dataset("train", workers=max(1, workers))
     else:
@@ -374,7 +374,7 @@ def _sampler(config: RunConfig, source: SourceConfig, index: int, items, pairs: 
 
 def _source_pairs(config: RunConfig, source: SourceConfig, index: int, workers: int):
     if source.kind == "photos":
-        from training.pairs import load_photos
+        from data.photos import load_photos
 
         items = load_photos(Path(source.path).expanduser())
     else:

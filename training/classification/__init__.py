@@ -3,7 +3,8 @@
     python -m training.classification.train --dataset rot-digits --model cnnbasic --group R4 --beta 1 --out runs/x
     python -m training.classification.study configs/classification/rot_digits.toml --out runs/study
 """
-from .datasets import DATASETS, ClassificationData, DatasetError, load_dataset
+from data.classification import DATASETS, ClassificationData, DatasetError, load_dataset
+
 from .engine import GroupPoolClassifier, TrainConfig, TrainError, evaluate_checkpoint, train
 
 __all__ = [

@@ -26,8 +26,7 @@ from common.checkpoints import CheckpointError, load_checkpoint, save_atomic
 from common.config import ConfigError, from_dict, to_dict
 from common.device import DeviceError
 from common.device import resolve_device as common_resolve_device
-
-from .datasets import DATASETS, DEFAULT_IMAGE_SIZE, ClassificationData, load_dataset
+from data.classification import DATASETS, DEFAULT_IMAGE_SIZE, ClassificationData, load_dataset
 
 DEFAULT_IEN_SCALES = (2.0 / 3.0, 1.5)  # zoom range of T for scale-mnist
 AUTHORS_MODELS = ("authors-cnnbasic", "e2-authors-cnnbasic")  # networks whose defaults are the authors' head, init and raw input

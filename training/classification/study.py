@@ -314,8 +314,8 @@ def main(argv=None) -> int:
     from backbones import GroupSpecError
     from common.checkpoints import CheckpointError
     from common.config import ConfigError
+    from data.classification import DatasetError
 
-    from .datasets import DatasetError
     from .engine import TrainError
 
     if args.threads is not None:

@@ -124,8 +124,8 @@ def main(argv=None) -> int:
     from backbones import GroupSpecError
     from common.checkpoints import CheckpointError
     from common.config import ConfigError, from_dict, to_dict
+    from data.classification import DatasetError
 
-    from .datasets import DatasetError
     from .engine import TrainConfig, TrainError, load_run_config, train
 
     if args.threads is not None:

@@ -21,27 +21,20 @@ Ground truth per frame (continuous pixel coordinates: pixel (col j, row i) cover
 - ``cover``: GOT-10k visible-ratio class of the target (visible drawn area over its full
   area: 0 = none, 1..7 = steps of 15 %, 8 = >= 98 %); ``absent``: visible ratio < 1 %.
 
-``generate_dataset`` writes GOT-10k layout (read back by ``evaluation.datasets.load_sequences``
-and by the got10k toolkit); ``default_dataset`` is the cached, embedded default used by
-training, evaluation and the demo.
+:mod:`data.generated` writes such sequences in the GOT-10k layout and keeps the cached embedded
+default dataset.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 import os
-import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-from common.atomic import replaced_directory, temp_path_beside, write_text_atomic
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -49,11 +42,6 @@ __all__ = [
     "GeneratorInputError",
     "GeneratedSequence",
     "generate_sequence",
-    "generate_dataset",
-    "write_sequence",
-    "default_dataset",
-    "default_dataset_spec",
-    "sequence_seed",
     "visible_ratio_to_cover",
 ]
 
@@ -535,6 +523,171 @@ def _check_arguments(num_frames, frame_size, rotation_speed) -> tuple:
     return n, (width, height), (lo_speed, hi_speed)
 
 
+@dataclass
+class _Scene:
+    """Everything drawn before the frames are rendered (one random stream per component)."""
+
+    width: int
+    height: int
+    target: _Sprite
+    centers: np.ndarray
+    scales: np.ndarray
+    angles: np.ndarray
+    extent: float
+    distractors: list
+    background: tuple             # (zoomed photo, origin, drift, name, photo)
+    occluder: tuple | None
+    effects: tuple                # (gain, gradient, ramp, blur)
+
+
+def _plan_target(rng, opts, object_pool, n, width, height, speeds) -> tuple:
+    short = min(width, height)
+    size = rng.uniform(*opts.object_size) * short
+    aspect = math.exp(rng.uniform(math.log(opts.aspect_ratio[0]), math.log(opts.aspect_ratio[1])))
+    target = _make_object(rng, object_pool, size * math.sqrt(aspect), size / math.sqrt(aspect), opts.texture_prob)
+    base_w, base_h = (s / target.resolution for s in target.size)
+    log_lo, log_hi = math.log(opts.scale_range[0]), math.log(opts.scale_range[1])
+    scales = np.exp((log_lo + log_hi) / 2 + (log_hi - log_lo) / 2 * _smooth_signal(rng, n))
+    extent = math.hypot(base_w, base_h) * scales.max()
+    margin = min(0.35 * extent, short / 2 - 2)
+    centers = _trajectory(rng, n, (margin, margin), (width - margin, height - margin), opts.max_speed)
+    angles = _rotation_profile(rng, n, speeds, opts.reverse_prob)
+    return target, size, scales, extent, centers, angles
+
+
+def _plan_distractors(rng, opts, object_pool, n, width, height, speeds, target, size, centers, extent) -> list:
+    distractors = []
+    count = int(rng.integers(opts.num_distractors[0], opts.num_distractors[1] + 1))
+    for _ in range(count):
+        similar = rng.random() < opts.similar_distractor_prob
+        d_size = size * rng.uniform(0.7, 1.2)
+        d_aspect = math.exp(rng.uniform(math.log(opts.aspect_ratio[0]), math.log(opts.aspect_ratio[1])))
+        sprite = _make_object(rng, object_pool, d_size * math.sqrt(d_aspect), d_size / math.sqrt(d_aspect),
+                              opts.texture_prob, like=target if similar else None)
+        d_scales = np.exp(0.15 * _smooth_signal(rng, n))
+        d_centers = _trajectory(rng, n, (0, 0), (width, height), opts.max_speed * 1.2)
+        d_angles = rng.uniform(-180, 180) + _rotation_profile(rng, n, speeds, opts.reverse_prob)
+        front = rng.random() < opts.distractor_front_prob
+        # a distractor in front passes over the target once (relative speed 4..8 px/frame), so
+        # that it occludes for a while instead of hovering on the target
+        direction = _rot(rng.uniform(-180, 180)) @ [1.0, 0.0]
+        t_cross, pass_speed = rng.uniform(0.2, 0.8) * n, rng.uniform(4.0, 8.0)
+        side = (_rot(90) @ direction) * rng.uniform(-0.4, 0.4) * extent
+        if front:
+            d_centers = centers + side + direction[None] * pass_speed * (np.arange(n)[:, None] - t_cross)
+        distractors.append((sprite, d_centers, d_scales, d_angles, front))
+    return distractors
+
+
+def _plan_background(rng, opts, background_pool, n, width, height) -> tuple:
+    """A zoomed photo drifting slowly: (zoomed, origin, drift, name, photo)."""
+    bg_photo, _, bg_name = background_pool.get(int(rng.integers(len(background_pool))), rng)
+    bh, bw = bg_photo.shape[:2]
+    pan = opts.background_pan
+    cover_scale = max((width + 2 * pan + 2) / bw, (height + 2 * pan + 2) / bh)
+    zoom = cover_scale * rng.uniform(1.0, 1.8)
+    bg = cv2.resize(bg_photo, (max(1, int(math.ceil(bw * zoom))), max(1, int(math.ceil(bh * zoom)))),
+                    interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR)
+    origin = np.array([rng.uniform(pan, bg.shape[1] - width - pan), rng.uniform(pan, bg.shape[0] - height - pan)])
+    drift = pan * np.stack([_smooth_signal(rng, n, period=(80, 300)), _smooth_signal(rng, n, period=(80, 300))], 1)
+    return bg, origin, drift, bg_name, bg_photo
+
+
+def _plan_occluder(rng, opts, n, width, height, bg_photo, centers, extent):
+    """An occluding bar crossing the target's path, or None."""
+    if not rng.random() < opts.occlusion_prob:
+        rng.random()
+        return None
+    full = rng.random() < opts.full_occlusion_prob
+    bar_w = extent * (rng.uniform(1.0, 1.2) if full else rng.uniform(0.2, 0.5))
+    bar = _bar_sprite(rng, bg_photo, bar_w, 2.5 * max(width, height))
+    bar_angle = rng.uniform(-180, 180)       # the bar's long axis; it moves across it
+    normal = _rot(bar_angle) @ [1.0, 0.0]
+    t_cross = rng.uniform(0.25, 0.75) * n
+    speed = rng.uniform(4.0, 7.0) + (2.0 if full else 0.0)   # px/frame across the target
+    # relative to the target: the crossing takes (bar width + target extent) / speed frames
+    bar_centers = centers + normal[None] * speed * (np.arange(n)[:, None] - t_cross)
+    return bar, bar_centers, bar_angle
+
+
+def _plan_effects(rng, opts, n, width, height) -> tuple:
+    """Lighting gain and gradient, its ramp, and the motion blur length per frame."""
+    gain = 1.0 + opts.lighting * _smooth_signal(rng, n, period=(40, 150))
+    gradient = 0.5 * opts.lighting * _smooth_signal(rng, n, period=(40, 150))
+    light_dir = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    ramp = ((xx - width / 2) * math.cos(light_dir) + (yy - height / 2) * math.sin(light_dir)) / (width / 2)
+    has_blur = rng.random() < opts.blur_prob
+    blur_signal = _smooth_signal(rng, n, period=(15, 60))
+    blur = np.where(has_blur & (blur_signal > 0.45), 3 + 2 * np.round(3 * (blur_signal - 0.45) / 0.55), 0).astype(int)
+    return gain, gradient, ramp, blur
+
+
+def _visible_area(placed, front_layers) -> tuple:
+    """(box, visible alpha) of the placed target seen through the layers in front of it."""
+    x0, y0, warped = placed
+    alpha = warped[:, :, 3]
+    mask = alpha >= 0.5
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = [x0 + cols[0], y0 + rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1] if rows.size else np.nan
+    transmit = np.ones_like(alpha)
+    h, w = alpha.shape
+    for layer in front_layers:
+        if layer is None:
+            continue
+        lx0, ly0, lw = layer
+        ox0, oy0 = max(x0, lx0), max(y0, ly0)
+        ox1, oy1 = min(x0 + w, lx0 + lw.shape[1]), min(y0 + h, ly0 + lw.shape[0])
+        if ox1 > ox0 and oy1 > oy0:
+            transmit[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0] *= 1.0 - lw[oy0 - ly0:oy1 - ly0, ox0 - lx0:ox1 - lx0, 3]
+    return box, float((alpha * transmit).sum())
+
+
+def _render_frame(scene: _Scene, t: int, opts, rng_noise) -> tuple:
+    """Frame t: (uint8 frame, box, polygon corners, visible target alpha, cut by the image border)."""
+    width, height, n = scene.width, scene.height, len(scene.centers)
+    bg, origin, drift = scene.background[:3]
+    m_bg = np.array([[1.0, 0, origin[0] + drift[t, 0]], [0, 1.0, origin[1] + drift[t, 1]]])
+    frame = cv2.warpAffine(bg, m_bg, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    front_layers = []
+    for sprite, d_centers, d_scales, d_angles, front in scene.distractors:
+        placed = _warp_sprite(sprite, *_placement(sprite, d_centers[t], d_scales[t], d_angles[t]), width, height)
+        if placed is None:
+            continue
+        if front:
+            front_layers.append(placed)
+        else:
+            _composite(frame, placed)
+    a, b, corners = _placement(scene.target, scene.centers[t], scene.scales[t], scene.angles[t])
+    placed = _warp_sprite(scene.target, a, b, corners, width, height)
+    if scene.occluder is not None:
+        bar, bar_centers, bar_angle = scene.occluder
+        front_layers.append(_warp_sprite(bar, *_placement(bar, bar_centers[t], 1.0, bar_angle), width, height))
+    box, visible = np.nan, 0.0
+    if placed is not None:
+        _composite(frame, placed)
+        box, visible = _visible_area(placed, front_layers)
+    for layer in front_layers:
+        if layer is not None:
+            _composite(frame, layer)
+    cut = corners[:, 0].min() < 0 or corners[:, 1].min() < 0 or corners[:, 0].max() > width \
+        or corners[:, 1].max() > height
+    # lighting, blur, noise
+    gain, gradient, ramp, blur = scene.effects
+    frame *= (gain[t] * (1.0 + gradient[t] * ramp))[..., None]
+    if blur[t]:
+        if t + 1 < n:
+            motion = scene.centers[t + 1] - scene.centers[t]
+        else:
+            motion = scene.centers[t] - scene.centers[t - 1] if n > 1 else np.array([1.0, 0.0])
+        direction = math.degrees(math.atan2(motion[1], motion[0])) if np.any(motion) else 0.0
+        frame = cv2.filter2D(frame, -1, _motion_kernel(int(blur[t]), direction), borderType=cv2.BORDER_REFLECT)
+    if opts.noise_std > 0:
+        frame += rng_noise.standard_normal(frame.shape, dtype=np.float32) * opts.noise_std
+    return np.clip(frame + 0.5, 0, 255).astype(np.uint8), box, corners.reshape(-1), visible, cut
+
+
 def generate_sequence(seed: int, num_frames: int = 100, frame_size=(320, 240), rotation_speed=(0.5, 4.0),
                       rotating: bool = True, object_dir=None, background_dir=None,
                       **options) -> GeneratedSequence:
@@ -548,160 +701,37 @@ def generate_sequence(seed: int, num_frames: int = 100, frame_size=(320, 240), r
     """
     opts = GeneratorOptions.from_kwargs(options)
     seed = _check_seed(seed)
-    n, (width, height), (lo_speed, hi_speed) = _check_arguments(num_frames, frame_size, rotation_speed)
+    n, (width, height), speeds = _check_arguments(num_frames, frame_size, rotation_speed)
     object_pool = _ImagePool(object_dir, "object")
     background_pool = _ImagePool(background_dir, "background")
-
     # independent streams per component: changing one does not shift the others
     streams = np.random.SeedSequence(int(seed)).spawn(6)
     rng_target, rng_distract, rng_occl, rng_bg, rng_effects, rng_noise = (np.random.default_rng(s) for s in streams)
-    short = min(width, height)
-
-    # ---- target
-    size = rng_target.uniform(*opts.object_size) * short
-    aspect = math.exp(rng_target.uniform(math.log(opts.aspect_ratio[0]), math.log(opts.aspect_ratio[1])))
-    target = _make_object(rng_target, object_pool, size * math.sqrt(aspect), size / math.sqrt(aspect),
-                          opts.texture_prob)
-    base_w, base_h = (s / target.resolution for s in target.size)
-    log_lo, log_hi = math.log(opts.scale_range[0]), math.log(opts.scale_range[1])
-    scales = np.exp((log_lo + log_hi) / 2 + (log_hi - log_lo) / 2 * _smooth_signal(rng_target, n))
-    extent = math.hypot(base_w, base_h) * scales.max()
-    margin = min(0.35 * extent, short / 2 - 2)
-    centers = _trajectory(rng_target, n, (margin, margin), (width - margin, height - margin), opts.max_speed)
-    angles = _rotation_profile(rng_target, n, (lo_speed, hi_speed), opts.reverse_prob)
-
-    # ---- distractors
-    distractors = []
-    count = int(rng_distract.integers(opts.num_distractors[0], opts.num_distractors[1] + 1))
-    for _ in range(count):
-        similar = rng_distract.random() < opts.similar_distractor_prob
-        d_size = size * rng_distract.uniform(0.7, 1.2)
-        d_aspect = math.exp(rng_distract.uniform(math.log(opts.aspect_ratio[0]), math.log(opts.aspect_ratio[1])))
-        sprite = _make_object(rng_distract, object_pool, d_size * math.sqrt(d_aspect), d_size / math.sqrt(d_aspect),
-                              opts.texture_prob, like=target if similar else None)
-        d_scales = np.exp(0.15 * _smooth_signal(rng_distract, n))
-        d_centers = _trajectory(rng_distract, n, (0, 0), (width, height), opts.max_speed * 1.2)
-        d_angles = rng_distract.uniform(-180, 180) + _rotation_profile(rng_distract, n, (lo_speed, hi_speed),
-                                                                      opts.reverse_prob)
-        front = rng_distract.random() < opts.distractor_front_prob
-        # a distractor in front passes over the target once (relative speed 4..8 px/frame), so
-        # that it occludes for a while instead of hovering on the target
-        direction = _rot(rng_distract.uniform(-180, 180)) @ [1.0, 0.0]
-        t_cross, pass_speed = rng_distract.uniform(0.2, 0.8) * n, rng_distract.uniform(4.0, 8.0)
-        side = (_rot(90) @ direction) * rng_distract.uniform(-0.4, 0.4) * extent
-        if front:
-            d_centers = centers + side + direction[None] * pass_speed * (np.arange(n)[:, None] - t_cross)
-        distractors.append((sprite, d_centers, d_scales, d_angles, front))
-
-    # ---- background (a zoomed photo drifting slowly)
-    bg_photo, _, bg_name = background_pool.get(int(rng_bg.integers(len(background_pool))), rng_bg)
-    bh, bw = bg_photo.shape[:2]
-    pan = opts.background_pan
-    cover_scale = max((width + 2 * pan + 2) / bw, (height + 2 * pan + 2) / bh)
-    zoom = cover_scale * rng_bg.uniform(1.0, 1.8)
-    bg = cv2.resize(bg_photo, (max(1, int(math.ceil(bw * zoom))), max(1, int(math.ceil(bh * zoom)))),
-                    interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR)
-    origin = np.array([rng_bg.uniform(pan, bg.shape[1] - width - pan), rng_bg.uniform(pan, bg.shape[0] - height - pan)])
-    drift = pan * np.stack([_smooth_signal(rng_bg, n, period=(80, 300)), _smooth_signal(rng_bg, n, period=(80, 300))], 1)
-
-    # ---- occluding bar crossing the target's path
-    occluder = None
-    if rng_occl.random() < opts.occlusion_prob:
-        full = rng_occl.random() < opts.full_occlusion_prob
-        bar_w = extent * (rng_occl.uniform(1.0, 1.2) if full else rng_occl.uniform(0.2, 0.5))
-        bar = _bar_sprite(rng_occl, bg_photo, bar_w, 2.5 * max(width, height))
-        bar_angle = rng_occl.uniform(-180, 180)       # the bar's long axis; it moves across it
-        normal = _rot(bar_angle) @ [1.0, 0.0]
-        t_cross = rng_occl.uniform(0.25, 0.75) * n
-        speed = rng_occl.uniform(4.0, 7.0) + (2.0 if full else 0.0)   # px/frame across the target
-        # relative to the target: the crossing takes (bar width + target extent) / speed frames
-        bar_centers = centers + normal[None] * speed * (np.arange(n)[:, None] - t_cross)
-        occluder = (bar, bar_centers, bar_angle)
-    else:
-        rng_occl.random()
-
-    # ---- effects
-    gain = 1.0 + opts.lighting * _smooth_signal(rng_effects, n, period=(40, 150))
-    gradient = 0.5 * opts.lighting * _smooth_signal(rng_effects, n, period=(40, 150))
-    light_dir = rng_effects.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-    ramp = ((xx - width / 2) * math.cos(light_dir) + (yy - height / 2) * math.sin(light_dir)) / (width / 2)
-    has_blur = rng_effects.random() < opts.blur_prob
-    blur_signal = _smooth_signal(rng_effects, n, period=(15, 60))
-    blur = np.where(has_blur & (blur_signal > 0.45), 3 + 2 * np.round(3 * (blur_signal - 0.45) / 0.55), 0).astype(int)
-
+    target, size, scales, extent, centers, angles = _plan_target(rng_target, opts, object_pool, n, width, height, speeds)
+    distractors = _plan_distractors(rng_distract, opts, object_pool, n, width, height, speeds, target, size, centers,
+                                    extent)
+    background = _plan_background(rng_bg, opts, background_pool, n, width, height)
+    occluder = _plan_occluder(rng_occl, opts, n, width, height, background[4], centers, extent)
+    effects = _plan_effects(rng_effects, opts, n, width, height)
     if not rotating:
         angles = np.zeros(n)
         distractors = [(s, c, sc, np.full(n, a[0]), f) for s, c, sc, a, f in distractors]
+    scene = _Scene(width, height, target, centers, scales, angles, extent, distractors, background, occluder, effects)
 
     frames, boxes, polygons, ratios, cut = [], np.zeros((n, 4)), np.zeros((n, 8)), np.zeros(n), np.zeros(n, bool)
     target_area_unit = target.alpha_sum / target.resolution ** 2
     for t in range(n):
-        m_bg = np.array([[1.0, 0, origin[0] + drift[t, 0]], [0, 1.0, origin[1] + drift[t, 1]]])
-        frame = cv2.warpAffine(bg, m_bg, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REFLECT).astype(np.float32)
-        front_layers = []
-        for sprite, d_centers, d_scales, d_angles, front in distractors:
-            placed = _warp_sprite(sprite, *_placement(sprite, d_centers[t], d_scales[t], d_angles[t]), width, height)
-            if placed is None:
-                continue
-            if front:
-                front_layers.append(placed)
-            else:
-                _composite(frame, placed)
-        a, b, corners = _placement(target, centers[t], scales[t], angles[t])
-        polygons[t] = corners.reshape(-1)
-        placed = _warp_sprite(target, a, b, corners, width, height)
-        if occluder is not None:
-            bar, bar_centers, bar_angle = occluder
-            front_layers.append(_warp_sprite(bar, *_placement(bar, bar_centers[t], 1.0, bar_angle), width, height))
-        visible = 0.0
-        if placed is not None:
-            _composite(frame, placed)
-            x0, y0, warped = placed
-            alpha = warped[:, :, 3]
-            mask = alpha >= 0.5
-            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-            if rows.size:
-                boxes[t] = [x0 + cols[0], y0 + rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1]
-            else:
-                boxes[t] = np.nan
-            # visibility through the layers in front of the target
-            transmit = np.ones_like(alpha)
-            h, w = alpha.shape
-            for layer in front_layers:
-                if layer is None:
-                    continue
-                lx0, ly0, lw = layer
-                ox0, oy0 = max(x0, lx0), max(y0, ly0)
-                ox1, oy1 = min(x0 + w, lx0 + lw.shape[1]), min(y0 + h, ly0 + lw.shape[0])
-                if ox1 > ox0 and oy1 > oy0:
-                    transmit[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0] *= 1.0 - lw[oy0 - ly0:oy1 - ly0, ox0 - lx0:ox1 - lx0, 3]
-            visible = float((alpha * transmit).sum())
-        else:
-            boxes[t] = np.nan
-        for layer in front_layers:
-            if layer is not None:
-                _composite(frame, layer)
+        frame, boxes[t], polygons[t], visible, cut[t] = _render_frame(scene, t, opts, rng_noise)
+        frames.append(frame)
         ratios[t] = min(1.0, visible / (target_area_unit * scales[t] ** 2))
-        cut[t] = corners[:, 0].min() < 0 or corners[:, 1].min() < 0 or corners[:, 0].max() > width \
-            or corners[:, 1].max() > height
-        # lighting, blur, noise
-        frame *= (gain[t] * (1.0 + gradient[t] * ramp))[..., None]
-        if blur[t]:
-            if t + 1 < n:
-                motion = centers[t + 1] - centers[t]
-            else:
-                motion = centers[t] - centers[t - 1] if n > 1 else np.array([1.0, 0.0])
-            direction = math.degrees(math.atan2(motion[1], motion[0])) if np.any(motion) else 0.0
-            frame = cv2.filter2D(frame, -1, _motion_kernel(int(blur[t]), direction), borderType=cv2.BORDER_REFLECT)
-        if opts.noise_std > 0:
-            frame += rng_noise.standard_normal(frame.shape, dtype=np.float32) * opts.noise_std
-        frames.append(np.clip(frame + 0.5, 0, 255).astype(np.uint8))
+    return _sequence_record(scene, frames, boxes, polygons, ratios, cut, seed, rotating, speeds, opts)
 
+
+def _sequence_record(scene: _Scene, frames, boxes, polygons, ratios, cut, seed, rotating, speeds, opts):
     absent = ratios < 0.01
     cover = visible_ratio_to_cover(ratios)
     cover[absent] = 0
+    target, bg_name = scene.target, scene.background[3]
     sprite_alpha = target.rgba[:, :, 3]
     object_rgb = np.clip(target.rgba[:, :, :3] / np.maximum(sprite_alpha, 1e-6)[..., None] + 0.5, 0, 255)
     meta = {
@@ -709,173 +739,15 @@ def generate_sequence(seed: int, num_frames: int = 100, frame_size=(320, 240), r
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "rotating": bool(rotating),
-        "rotation_speed": [lo_speed, hi_speed],
-        "frame_size": [width, height],
+        "rotation_speed": list(speeds),
+        "frame_size": [scene.width, scene.height],
         "object": target.description,
         "background": bg_name if isinstance(bg_name, str) else str(bg_name),
-        "distractors": len(distractors),
-        "occluder": occluder is not None,
+        "distractors": len(scene.distractors),
+        "occluder": scene.occluder is not None,
         "options": dataclasses.asdict(opts),
     }
-    return GeneratedSequence(frames=frames, boxes=boxes, angles=angles.astype(np.float64), polygons=polygons,
-                             absent=absent, cover=cover, centers=centers, scales=scales, blur=blur, cut_by_image=cut,
-                             object_rgb=object_rgb.astype(np.uint8), object_alpha=sprite_alpha.copy(),
-                             sprite_resolution=target.resolution, meta=meta)
-
-
-# ------------------------------------------------------------------------------------------------
-# GOT-10k layout writer
-def sequence_seed(seed: int, index: int) -> int:
-    """Seed of sequence ``index`` of a dataset generated with ``seed`` (independent per sequence)."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
-
-
-def _sequence_name(subset: str, index: int) -> str:
-    return f"SYN_{subset}_{index + 1:05d}"
-
-
-def write_sequence(sequence: GeneratedSequence, folder, jpeg_quality: int = 90) -> Path:
-    """Write a GeneratedSequence as a GOT-10k sequence folder (written to a temp folder, then renamed)."""
-    folder = Path(folder)
-    with replaced_directory(folder) as tmp:
-        for t, frame in enumerate(sequence.frames):
-            path = tmp / f"{t + 1:08d}.jpg"
-            if not cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]):
-                raise OSError(f"cannot write {path}")
-        np.savetxt(tmp / "groundtruth.txt", sequence.boxes, fmt="%.2f", delimiter=",")
-        np.savetxt(tmp / "absence.label", sequence.absent.astype(int), fmt="%d")
-        np.savetxt(tmp / "cover.label", sequence.cover.astype(int), fmt="%d")
-        cut = sequence.cut_by_image if sequence.cut_by_image is not None else np.zeros(len(sequence), bool)
-        np.savetxt(tmp / "cut_by_image.label", np.asarray(cut).astype(int), fmt="%d")
-        np.savetxt(tmp / "angle.txt", sequence.angles, fmt="%.3f")
-        np.savetxt(tmp / "polygon.txt", sequence.polygons, fmt="%.2f", delimiter=",")
-        lines = ["[METAINFO]"]
-        for key, value in sequence.meta.items():
-            # got10k's reader splits lines on ': ', so values use compact JSON (no ': ' inside)
-            lines.append(f"{key}: {json.dumps(value, separators=(',', ':'))}" if isinstance(value, (dict, list))
-                         else f"{key}: {value}")
-        lines.append(f"resolution: ({sequence.frames[0].shape[1]}, {sequence.frames[0].shape[0]})")
-        (tmp / "meta_info.ini").write_text("\n".join(lines) + "\n")
-    return folder
-
-
-def _generate_and_write(job: tuple) -> str:
-    folder, seq_seed, index, kwargs = job
-    sequence = generate_sequence(seq_seed, **kwargs)
-    sequence.meta["sequence_index"] = index
-    write_sequence(sequence, folder)
-    return folder.name
-
-
-def generate_dataset(root, num_sequences: int, seed: int = 0, subset: str = "train", num_frames: int = 100,
-                     frame_size=(320, 240), rotating: bool = True, object_dir=None, background_dir=None,
-                     workers: int = 1, rotation_speed=(0.5, 4.0), overwrite: bool = False, progress: bool = False,
-                     **options) -> Path:
-    """Generate ``num_sequences`` sequences in GOT-10k layout under ``root/<subset>``; returns that folder.
-
-    Files per sequence: 00000001.jpg ..., groundtruth.txt (x,y,w,h, '%.2f'), absence.label,
-    cover.label, cut_by_image.label, angle.txt (deg CCW, cumulative), polygon.txt (x1,y1,...,x4,y4),
-    meta_info.ini. Sequence i uses ``sequence_seed(seed, i)``, so it does not depend on the others.
-    list.txt is written last: a folder without it is an interrupted run. An existing non-empty
-    subset folder is an error unless ``overwrite``.
-    """
-    GeneratorOptions.from_kwargs(options)        # reject bad input before any work
-    seed = _check_seed(seed)
-    _check_arguments(num_frames, frame_size, rotation_speed)
-    for folder in (object_dir, background_dir):
-        if folder is not None:
-            _list_images(folder, "object" if folder is object_dir else "background")
-    if int(num_sequences) < 1:
-        raise GeneratorInputError(f"num_sequences must be >= 1, got {num_sequences}")
-    if not subset or "/" in subset or subset.startswith("."):
-        raise GeneratorInputError(f"bad subset name {subset!r}")
-    out = Path(root) / subset
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise GeneratorInputError(f"output folder is not empty: {out} (pass overwrite=True / --overwrite to replace it)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(num_frames=num_frames, frame_size=tuple(frame_size), rotating=rotating,
-                  rotation_speed=tuple(rotation_speed),
-                  object_dir=None if object_dir is None else str(object_dir),
-                  background_dir=None if background_dir is None else str(background_dir), **options)
-    jobs = [(out / _sequence_name(subset, i), sequence_seed(seed, i), i, kwargs) for i in range(int(num_sequences))]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(jobs), desc=f"generating {subset}", unit="seq")
-    if workers and workers > 1:
-        with ProcessPoolExecutor(max_workers=int(workers)) as pool:
-            for _ in pool.map(_generate_and_write, jobs):
-                bar is not None and bar.update()
-    else:
-        for job in jobs:
-            _generate_and_write(job)
-            bar is not None and bar.update()
-    if bar is not None:
-        bar.close()
-    write_text_atomic(out / "list.txt", "\n".join(job[0].name for job in jobs) + "\n")
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# the embedded default datasets
-def default_dataset_spec(split: str = "train", rotating: bool = True) -> dict:
-    """The exact arguments of the default dataset of ``split`` (what its cache key is made of)."""
-    if split not in _DEFAULT_SPECS:
-        raise GeneratorInputError(f"unknown default split {split!r} (use train or test)")
-    spec = dict(_DEFAULT_SPECS[split])
-    spec.update(frame_size=list(_DEFAULT_FRAME_SIZE), rotating=bool(rotating), rotation_speed=[0.5, 4.0],
-                generator_version=GENERATOR_VERSION, options=dataclasses.asdict(GeneratorOptions()),
-                photos=list(_COLOR_PHOTOS + _GRAY_PHOTOS), split=split)
-    return spec
-
-
-def _cache_root(root) -> Path:
-    if root is not None:
-        return Path(root)
-    env = os.environ.get("IEN_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "ien-tracking") / "generated"
-
-
-def _cached_dataset(root: Path, spec: dict, workers: int = 1) -> Path:
-    """Generate ``spec`` once under ``root/<split>-<rot|static>-<hash>`` (atomically) and return its subset folder."""
-    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    name = f"{spec['split']}-{'rot' if spec['rotating'] else 'static'}-{key}"
-    final = root / name
-    subset_dir = final / spec["subset"]
-    if (subset_dir / "list.txt").is_file():
-        return subset_dir
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_beside(final, directory=True)        # a killed run's folder is removed next time
-    try:
-        generate_dataset(tmp, spec["num_sequences"], seed=spec["seed"], subset=spec["subset"],
-                         num_frames=spec["num_frames"], frame_size=tuple(spec["frame_size"]),
-                         rotating=spec["rotating"], rotation_speed=tuple(spec["rotation_speed"]), workers=workers,
-                         **spec["options"])
-        write_text_atomic(tmp / "spec.json", json.dumps(spec, indent=1, sort_keys=True) + "\n")
-        if final.exists() and not (subset_dir / "list.txt").is_file():
-            shutil.rmtree(final)                         # not ours: a complete folder has list.txt
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (subset_dir / "list.txt").is_file():   # not a concurrent run that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return subset_dir
-
-
-def default_dataset(split: str = "train", rotating: bool = True, root=None, workers: int = 1) -> Path:
-    """The embedded default dataset (GOT-10k layout subset folder), generated once and cached.
-
-    split "train": 40 sequences x 100 frames; "test": 12 x 120 frames (subset folder named "val"
-    so that got10k's ExperimentGOT10k can evaluate it locally). Fixed seeds, the test seeds
-    disjoint from the train seeds; rotating=False is the non-rotating twin (same seeds and content).
-    Cached under ``root`` (default ``$IEN_CACHE/generated`` or ``~/.cache/ien-tracking/generated``)
-    in a folder named after a hash of the generator version and all options, so a change
-    regenerates. Generated in a temp folder and renamed: an interrupted run leaves nothing that
-    is taken as complete.
-    """
-    return _cached_dataset(_cache_root(root), default_dataset_spec(split, rotating), workers=workers)
+    return GeneratedSequence(frames=frames, boxes=boxes, angles=scene.angles.astype(np.float64), polygons=polygons,
+                             absent=absent, cover=cover, centers=scene.centers, scales=scene.scales,
+                             blur=scene.effects[3], cut_by_image=cut, object_rgb=object_rgb.astype(np.uint8),
+                             object_alpha=sprite_alpha.copy(), sprite_resolution=target.resolution, meta=meta)

@@ -1,8 +1,8 @@
 """Readers for the LaSOT, UAV123, VOT (short-term) and TrackingNet folder layouts.
 
-They return :class:`BenchmarkSequence` objects (a :class:`~evaluation.datasets.Sequence` with
+They return :class:`BenchmarkSequence` objects (a :class:`~data.sequence.Sequence` with
 per-sequence attributes, per-frame tags and a few benchmark facts) and are reached through
-``evaluation.datasets.load_sequences(root, layout=...)`` / ``detect_layout``. As there, nothing
+``data.load_sequences(root, layout=...)`` / ``data.detect_layout`` (:mod:`data.layouts`). As there, nothing
 is downloaded and every file is checked, with errors that name the file.
 
 LaSOT (the whole root, or one category folder)::
@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import (
+from .sequence import (
     DatasetError,
     Sequence,
     _check_first_box,
@@ -69,11 +69,10 @@ from .datasets import (
     _subdirs,
 )
 
-__all__ = ["BenchmarkSequence", "BENCHMARK_LAYOUTS", "UAV123_ATTRIBUTES", "VOT_TAGS",
-           "detect_benchmark_layout", "load_benchmark", "uav123_frame_ranges", "lasot_split",
+__all__ = ["BenchmarkSequence", "UAV123_ATTRIBUTES", "VOT_TAGS",
+           "is_lasot", "is_trackingnet", "is_uav123", "is_vot", "load_lasot", "load_trackingnet", "load_uav123", "load_vot", "uav123_frame_ranges", "lasot_split",
            "parse_config_seqs", "decode_vot_mask"]
 
-BENCHMARK_LAYOUTS = ("lasot", "uav123", "vot", "trackingnet")
 
 # the 12 flags of anno/UAV123/att/<seq>.txt, in the benchmark's order
 UAV123_ATTRIBUTES = ("Scale Variation", "Aspect Ratio Change", "Low Resolution", "Fast Motion",
@@ -170,7 +169,7 @@ def _vot_frames_dir(folder: Path) -> Path:
     return folder / "color" if (folder / "color").is_dir() else folder
 
 
-def _looks_like_vot(root: Path) -> bool:
+def is_vot(root: Path) -> bool:
     if not (root / "list.txt").is_file():
         return False
     names = [n for n in (root / "list.txt").read_text(errors="replace").split() if n]
@@ -184,23 +183,6 @@ def _looks_like_vot(root: Path) -> bool:
         first = gt.read_text(errors="replace").split("\n", 1)[0].strip()
         return first.startswith("m") or len([f for f in _SPLIT.split(first) if f]) == 8
     return False
-
-
-def detect_benchmark_layout(root) -> str | None:
-    """"lasot", "uav123", "vot" or "trackingnet" when ``root`` is in that layout, else None."""
-    root = Path(root)
-    if (root / "anno").is_dir() and (root / "data_seq").is_dir():
-        return "uav123"
-    if _trackingnet_chunk(root) or _trackingnet_chunks(root):
-        return "trackingnet"
-    if _looks_like_vot(root):
-        return "vot"
-    children = _subdirs(root)
-    if any(_lasot_seq(d) for d in children):
-        return "lasot"
-    if any(_lasot_seq(s) for d in children for s in _subdirs(d)):
-        return "lasot"
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,25 +466,33 @@ def _trackingnet_sequence(name: str, chunk: Path, gt_file: Path) -> BenchmarkSeq
 
 
 # --------------------------------------------------------------------------------------------
-def load_benchmark(root, layout: str, subset=None, names=None, skip_bad: bool = False,
-                   frame_ranges=None) -> list[Sequence]:
-    """Sequences of a LaSOT / UAV123 / VOT / TrackingNet folder (see the module docstring);
-    ``frame_ranges``: UAV123 only, a configSeqs.m or JSON table of frame ranges."""
-    root = Path(root)
-    if frame_ranges is not None and layout != "uav123":
-        raise DatasetError("a frame-ranges file is only used with the UAV123 layout")
-    if layout == "lasot":
-        sequences = _load_lasot(root, subset, names, skip_bad)
-    elif layout == "uav123":
-        sequences = _load_uav123(root, subset, names, skip_bad, frame_ranges)
-    elif layout == "vot":
-        if subset is not None:
-            raise DatasetError("the VOT layout has no subsets (give the edition's folder)")
-        sequences = _load_vot(root, names, skip_bad)
-    elif layout == "trackingnet":
-        sequences = _load_trackingnet(root, subset, names, skip_bad)
-    else:
-        raise DatasetError(f"unknown benchmark layout {layout!r}")
-    if not sequences:
-        raise DatasetError(f"no usable sequences in {root}")
-    return sequences
+# the loaders data.layouts registers: load(root, subset, names, skip_bad[, frame_ranges])
+def load_lasot(root: Path, subset=None, names=None, skip_bad: bool = False) -> list[Sequence]:
+    return _load_lasot(root, subset, names, skip_bad)
+
+
+def load_uav123(root: Path, subset=None, names=None, skip_bad: bool = False, frame_ranges=None) -> list[Sequence]:
+    return _load_uav123(root, subset, names, skip_bad, frame_ranges)
+
+
+def load_vot(root: Path, subset=None, names=None, skip_bad: bool = False) -> list[Sequence]:
+    if subset is not None:
+        raise DatasetError("the VOT layout has no subsets (give the edition's folder)")
+    return _load_vot(root, names, skip_bad)
+
+
+def load_trackingnet(root: Path, subset=None, names=None, skip_bad: bool = False) -> list[Sequence]:
+    return _load_trackingnet(root, subset, names, skip_bad)
+
+
+def is_uav123(root: Path) -> bool:
+    return (root / "anno").is_dir() and (root / "data_seq").is_dir()
+
+
+def is_trackingnet(root: Path) -> bool:
+    return bool(_trackingnet_chunk(root) or _trackingnet_chunks(root))
+
+
+def is_lasot(root: Path) -> bool:
+    children = _subdirs(root)
+    return any(_lasot_seq(d) for d in children) or any(_lasot_seq(s) for d in children for s in _subdirs(d))

@@ -25,10 +25,10 @@ import numpy as np
 import shapely
 
 from common.atomic import replaced_directory, write_text_atomic
-from tracker.frames import FrameError, read_frame  # light: no torch
 
-from .datasets import DatasetError, DatasetWarning, Sequence, load_sequences
-from .metrics import box_to_polygon
+from .frames import FrameError, read_frame
+from .layouts import load_sequences
+from .sequence import DatasetError, DatasetWarning, Sequence, box_to_polygon
 
 __all__ = ["make_rotating", "rotation_matrices", "rotate_polygons", "polygon_bounding_boxes",
            "cover_classes", "INFO_FILE"]
