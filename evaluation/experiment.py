@@ -91,34 +91,24 @@ def options_label(options: dict) -> str:
 
 def build_named_tracker(name: str, checkpoint=None, device: str | None = None, backend: str | None = None,
                         **options):
-    """'identity' -> IdentityTracker; 'cv2-mil' (...) -> an OpenCV baseline
-    (``evaluation.opencv_baselines``); any other name through ``tracker.build_tracker``
-    (imported lazily, so evaluation works before/without the tracker package), with
-    ``options`` as its tracking options and ``backend`` its inference backend (None: its
-    default; ignored by the baselines)."""
-    if name == "identity":
-        if checkpoint is not None:
-            raise TrackerSpecError("the identity tracker takes no checkpoint")
-        from .identity import IdentityTracker
-        return IdentityTracker()
-    if name.startswith("cv2-"):                  # OpenCV's classical trackers (baselines)
-        if checkpoint is not None or options:
-            raise TrackerSpecError(f"the OpenCV baseline {name} takes no checkpoint or tracking options")
-        from .opencv_baselines import build_opencv_tracker
-        try:
-            return build_opencv_tracker(name)
-        except ValueError as exc:
-            raise TrackerSpecError(str(exc)) from None
+    """Any tracker of the registry (:func:`tracker.build_tracker`): the toolkit's with ``checkpoint``,
+    ``options`` as its tracking options and ``backend`` its inference backend (None: its default);
+    the baselines take none of these."""
     try:
-        from tracker import build_tracker
+        from tracker import build_tracker, tracker_spec
     except ImportError as exc:
-        raise TrackerSpecError(f"tracker.build_tracker is not available ({exc}); only "
-                               "'identity' can be used") from None
+        raise TrackerSpecError(f"tracker.build_tracker is not available ({exc})") from None
     try:
+        spec = tracker_spec(name)
+        if spec.baseline is not None:
+            if checkpoint is not None or options:
+                raise TrackerSpecError(f"the {spec.baseline} baseline {spec.name} takes no checkpoint or tracking options")
+            return build_tracker(spec.name)
         if backend is not None:
             options = {**options, "backend": backend}
-        return build_tracker(name, checkpoint=None if checkpoint is None else str(checkpoint),
-                             device=device, **options)
+        return build_tracker(name, checkpoint=None if checkpoint is None else str(checkpoint), device=device, **options)
+    except TrackerSpecError:
+        raise
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise TrackerSpecError(f"cannot build tracker {name!r}: {message}") from None
@@ -146,35 +136,45 @@ def _file_sha256(path) -> str | None:
 
 
 def tracker_identity(name: str, checkpoint=None, options: dict | None = None, backend: str | None = None) -> dict:
-    """What decides a tracker's output: its name, its weights (SHA-256 of the checkpoint's
-    content, by default of the bundled weights; the OpenCV version for the "cv2-" baselines),
-    its tracking options and its inference backend with the backends' revision (tracker.backends:
-    folded or exported networks change boxes in the last bits). Not the device. The backend is
-    left out of the key for the model's own forward ("torch-unfused", or None), which is what
-    results before backends used."""
-    weights = None
-    if name == "identity":
+    """What decides a tracker's output: its name, its weights (the toolkit's trackers: SHA-256 of
+    the checkpoint's content, by default of the bundled weights; the pretrained baselines: of their
+    model files and the OpenCV / ONNX Runtime version that runs them; the classical ones: the OpenCV
+    version), its tracking options and its inference backend with the backends' revision
+    (tracker.backends: folded or exported networks change boxes in the last bits). Not the device.
+    The backend is left out of the key for the model's own forward ("torch-unfused", or None),
+    which is what results before backends used."""
+    from tracker import default_checkpoint, tracker_spec
+    from tracker.registry import model_file_paths
+
+    try:
+        spec = tracker_spec(name)
+    except ValueError:              # building this tracker fails later, with the message
+        return {"name": name, "weights": None, "options": dict(options or {})}
+    if spec.baseline == "reference":
         weights = "initial box, angle 0"    # its rule: results from before it reported an angle are not reused
-    elif name.startswith("cv2-"):
-        try:
-            import cv2
-            weights = f"opencv {cv2.__version__}"
-        except ImportError:
-            pass
+    elif spec.baseline is not None:
+        weights = _runtime_version(spec)
+        if spec.model_files:
+            weights = {"runtime": weights, "files": [_file_sha256(p) for p in model_file_paths(spec)]}
     else:
-        if checkpoint is None:
-            try:
-                from tracker import default_checkpoint
-                checkpoint = default_checkpoint(name)
-            except (ImportError, KeyError, ValueError):   # building this tracker fails later
-                pass
-        weights = None if checkpoint is None else _file_sha256(checkpoint)
+        weights = _file_sha256(checkpoint if checkpoint is not None else default_checkpoint(name))
     identity = {"name": name, "weights": weights, "options": dict(options or {})}
-    if backend not in (None, "torch-unfused") and name != "identity" and not name.startswith("cv2-"):
+    if backend not in (None, "torch-unfused") and spec.learned:
         from tracker.backends import BACKEND_REVISION
         identity["backend"] = backend
         identity["backend_revision"] = BACKEND_REVISION
     return identity
+
+
+def _runtime_version(spec) -> str | None:
+    """The library that runs a baseline: OpenCV's version, or ONNX Runtime's for the toolkit's runner."""
+    import importlib
+
+    try:
+        module = importlib.import_module("cv2" if spec.runtime == "opencv" else spec.runtime)
+    except ImportError:
+        return None
+    return f"{spec.runtime} {module.__version__}"
 
 
 def sequence_identity(seq: Sequence, root=None) -> str:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from common.atomic import remove_stale_temporaries, write_text_atomic
 from data.frames import FrameError, TrackerError, as_rgb, read_frame
-from evaluation.identity import IdentityTracker
+from tracker.baselines.identity import IdentityTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))

@@ -91,16 +91,16 @@ def _one_sequence(root):
     return root
 
 
+def _stand_in(monkeypatch, build_tracker) -> None:
+    """The registry's names with stand-in trackers: tracker.build_tracker replaced."""
+    import tracker
+
+    monkeypatch.setattr(tracker, "build_tracker", build_tracker)
+
+
 def test_cli_with_a_stand_in_registry(tmp_path, monkeypatch, capsys):
     widths = {"siamfc": 4, "re-siamfc": 8, "siamfc-plain": 2}
-    registry = types.ModuleType("tracker")
-
-    def build_tracker(name, checkpoint=None, device=None, backend=None):
-        if name not in widths:
-            raise KeyError(f"unknown tracker {name!r}")
-        return _TinyTracker(widths[name])
-    registry.build_tracker = build_tracker
-    monkeypatch.setitem(sys.modules, "tracker", registry)
+    _stand_in(monkeypatch, lambda name, checkpoint=None, device=None, backend=None: _TinyTracker(widths[name]))
     root = str(_one_sequence(tmp_path / "data"))
     args = ["--root", root, "--device", "cpu", "--warmup", "1", "--frames", "3",
             "--backbone-time", "0.02"]
@@ -187,30 +187,28 @@ class _CountingTracker(Tracker):
 
 
 def test_interleaved_runs_trackers_side_by_side_and_reports_the_machine(tmp_path, monkeypatch, capsys):
-    registry = types.ModuleType("tracker")
-    registry.build_tracker = lambda name, checkpoint=None, device=None, backend=None: _CountingTracker(name)
-    monkeypatch.setitem(sys.modules, "tracker", registry)
+    _stand_in(monkeypatch, lambda name, checkpoint=None, device=None, backend=None: _CountingTracker(name))
     _CountingTracker.log = []
     root = str(_one_sequence(tmp_path / "data"))
     frames = len(list((tmp_path / "data").rglob("*.jpg")))
     assert bench.main(["--root", root, "--device", "cpu", "--interleaved", "--warmup", "0", "--threads", "1",
-                       "--trackers", "a", "b", "--reference", "b", "--json"]) == 0
+                       "--trackers", "siamfc", "siamrpn", "--reference", "siamrpn", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mode"] == "interleaved" and report["sequences"] == 1
     for key in ("cpu", "cores", "load_average", "load_average_after", "torch", "torch_threads", "opencv",
                 "opencv_threads", "numpy", "python"):
         assert key in report["machine"]
     assert report["machine"]["torch_threads"] == 1
-    for label in ("a", "b"):
+    for label in ("siamfc", "siamrpn"):
         entry = report["trackers"][label]
         assert entry["frames"] == frames and entry["update"]["n"] == frames - 1 and entry["total_s"] > 0
-    assert set(report["ratios"]) == {"a / b"}
+    assert set(report["ratios"]) == {"siamfc / siamrpn"}
     # frame by frame, the order rotating: a b, b a, a b, ...
     calls = [label for label, _ in _CountingTracker.log]
-    assert calls[:4] == ["a", "b", "b", "a"] and len(calls) == 2 * frames
-    assert bench.main(["--root", root, "--interleaved", "--trackers", "a", "--reference", "zz"]) == 2
+    assert calls[:4] == ["siamfc", "siamrpn", "siamrpn", "siamfc"] and len(calls) == 2 * frames
+    assert bench.main(["--root", root, "--interleaved", "--trackers", "siamfc", "--reference", "zz"]) == 2
     assert "--reference" in capsys.readouterr().err
-    assert bench.main(["--interleaved", "--video", str(tmp_path / "none.mp4"), "--trackers", "a"]) == 2
+    assert bench.main(["--interleaved", "--video", str(tmp_path / "none.mp4"), "--trackers", "siamfc"]) == 2
     assert capsys.readouterr().err.startswith("error:")
 
 
@@ -236,14 +234,12 @@ class _BackendTracker(_CountingTracker):
 
 
 def test_interleaved_json_records_backends_and_ien_re_ratios(tmp_path, monkeypatch, capsys):
-    registry = types.ModuleType("tracker")
     built = []
 
     def build_tracker(name, checkpoint=None, device=None, backend=None):
         built.append(backend)
         return _BackendTracker(name, backend)
-    registry.build_tracker = build_tracker
-    monkeypatch.setitem(sys.modules, "tracker", registry)
+    _stand_in(monkeypatch, build_tracker)
     _CountingTracker.log = []
     root = str(_one_sequence(tmp_path / "data"))
     assert bench.main(["--root", root, "--device", "cpu", "--interleaved", "--warmup", "1", "--threads", "1",
@@ -262,7 +258,7 @@ def test_interleaved_json_records_backends_and_ien_re_ratios(tmp_path, monkeypat
 
 
 def test_equal_parameter_width_and_its_row_kind():
-    assert bench.tracker_kind(bench.EQUAL_PARAMS_LABEL) == ("siamfc", "re")
+    assert bench.tracker_kind(bench.EQUAL_PARAMS_LABEL) == ("siamfc", "steerable")
 
     class _Params(torch.nn.Module):          # parameters ~ (64 * width rounded to 8)^2, like regular fields
         def __init__(self, width):
@@ -288,9 +284,7 @@ def _cut_jpeg(path):
 @pytest.mark.parametrize("interleaved", [False, True])
 def test_truncated_or_corrupt_frames_are_one_error_line_naming_the_frame(tmp_path, monkeypatch, capsys,
                                                                         interleaved):
-    registry = types.ModuleType("tracker")
-    registry.build_tracker = lambda name, checkpoint=None, device=None, backend=None: _TinyTracker(4)
-    monkeypatch.setitem(sys.modules, "tracker", registry)
+    _stand_in(monkeypatch, lambda name, checkpoint=None, device=None, backend=None: _TinyTracker(4))
     root = _one_sequence(tmp_path / "data")
     args = ["--root", str(root), "--device", "cpu", "--warmup", "0", "--frames", "2", "--backbone-time", "0.01",
             "--trackers", "siamfc"] + (["--interleaved"] if interleaved else [])
@@ -314,12 +308,10 @@ def test_frames_reach_the_trackers_as_rgb_arrays(tmp_path, monkeypatch, capsys):
         def update(self, image):
             seen.append((type(image), getattr(image, "dtype", None), np.shape(image), tuple(image[0, 0])))
             return super().update(image)
-    registry = types.ModuleType("tracker")
-    registry.build_tracker = lambda name, checkpoint=None, device=None, backend=None: _Recording(name)
-    monkeypatch.setitem(sys.modules, "tracker", registry)
+    _stand_in(monkeypatch, lambda name, checkpoint=None, device=None, backend=None: _Recording(name))
     root = str(_one_sequence(tmp_path / "data"))
     assert bench.main(["--root", root, "--device", "cpu", "--interleaved", "--warmup", "0", "--threads", "1",
-                       "--trackers", "a", "--json"]) == 0
+                       "--trackers", "siamfc", "--json"]) == 0
     capsys.readouterr()
     assert [s[:3] for s in seen] == [(np.ndarray, np.uint8, (30, 40, 3))] * 2
     red, green, blue = seen[0][3]

@@ -5,7 +5,7 @@ import pytest
 from got10k.trackers import Tracker
 from PIL import Image
 
-from evaluation.opencv_baselines import OPENCV_TRACKERS, OpenCVTracker, build_opencv_tracker
+from tracker.baselines.opencv import OPENCV_TRACKERS, OpenCVTracker, build_opencv_tracker
 from tracker.siamfc import TrackerError
 
 
@@ -122,7 +122,7 @@ def test_bad_input(name):
         tracker.update(frames[1].astype(np.float32) * 4)
 
 
-@pytest.mark.parametrize("name", ["cv2-goturn", "siamfc", "", "cv2-vit"])
+@pytest.mark.parametrize("name", ["cv2-goturn", "siamfc", ""])
 def test_unknown_name(name):
     with pytest.raises(TrackerError, match="cv2-mil"):
         build_opencv_tracker(name)

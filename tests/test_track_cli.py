@@ -10,6 +10,7 @@ import torch
 import tracker as tracker_pkg
 from common.checkpoints import save_atomic
 from common.config import to_dict
+from data.video import FrameSource, VideoError
 from evaluation.metrics import box_iou
 from tracker.models import build_model
 
@@ -241,17 +242,17 @@ def test_frame_folders_are_read_in_natural_order_and_patterns_through_opencv(tmp
     folder.mkdir()
     for i in (1, 2, 10, 11):                                   # a text sort gives 1, 10, 11, 2
         cv2.imwrite(str(folder / f"{i}.png"), np.full((8, 8, 3), i * 10, np.uint8))
-    source = track.FrameSource(str(folder))
+    source = FrameSource(str(folder))
     assert [p.name for p in source.files] == ["1.png", "2.png", "10.png", "11.png"]
     assert [int(frame[0, 0, 0]) for frame in source] == [10, 20, 100, 110]
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"f_{i:03d}.png"), np.full((8, 8, 3), 50 + i, np.uint8))
-    pattern = track.FrameSource(str(tmp_path / "f_%03d.png"))
+    pattern = FrameSource(str(tmp_path / "f_%03d.png"))
     values = [int(frame[0, 0, 0]) for frame in pattern]
     pattern.close()
     assert values == [50, 51, 52]
-    with pytest.raises(track.TrackCLIError, match="cannot open"):
-        track.FrameSource(str(tmp_path / "none_%03d.png"))
+    with pytest.raises(VideoError, match="cannot open"):
+        FrameSource(str(tmp_path / "none_%03d.png"))
 
 
 def test_box_format_poly_rows_rebuild_the_drawn_rotated_box(tmp_path, capsys, checkpoint):

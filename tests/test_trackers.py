@@ -115,9 +115,10 @@ def test_untrained_siamfc_follows_a_moving_target_the_identity_tracker_loses():
 
 
 def test_rot_variants_estimate_rotation_and_defaults_do_not():
-    from tracker import DEFAULT_OPTIONS
+    from tracker import TRACKERS
 
-    assert DEFAULT_OPTIONS["siamfc-ien-rot"] == {"orientations": 8, "orientation_window": 45.0}
+    assert TRACKERS["siamfc-ien-rot"].options == {"orientations": 8, "orientation_window": 45.0}
+    assert TRACKERS["siamfc-ien-rot"].estimates_orientation() and not TRACKERS["siamfc-ien"].estimates_orientation()
     model = tiny_model()
     rot = build_tracker("siamfc-ien-rot", model=model, device="cpu")
     fast = build_tracker("siamfc-plain", model=model, device="cpu")

@@ -189,25 +189,25 @@ def time_backbone(backbone, size: int, warmup: int, min_run_time: float, forward
     return stats
 
 
-def tracker_kind(name: str) -> tuple[str, str]:
-    """(family, kind) of a tracker name: "re-siamfc" -> ("siamfc", "re"), "siamfc-plain" ->
-    ("siamfc", "plain"), "siamfc" / "siamfc-ien" -> ("siamfc", "ien")."""
-    name = name.lower()
-    if name == EQUAL_PARAMS_LABEL:
-        return "siamfc", "re"
-    if name.startswith("re-"):
-        return name[3:], "re"
-    for suffix, kind in (("-plain", "plain"), ("-ien", "ien")):
-        if name.endswith(suffix):
-            return name[:-len(suffix)], kind
-    return name, "ien"
+def tracker_kind(name: str) -> tuple[str, str | None]:
+    """(family, network) of a tracker from the registry: ("siamfc", "ien"), ("siamfc", "plain"),
+    ("siamfc", "steerable") for RE-SiamNet (and the equal-parameters RE-SiamNet), baselines: network None."""
+    from tracker import UnknownTracker, tracker_spec
+
+    if name.lower() == EQUAL_PARAMS_LABEL:
+        return "siamfc", "steerable"
+    try:
+        spec = tracker_spec(name)
+    except UnknownTracker:
+        return name.lower(), None
+    return spec.family, spec.network
 
 
 def fps_ratios(results: dict) -> dict:
-    """FPS ratios IEN / RE-SiamNet and plain / IEN within each family (siamfc, siamrpn)."""
+    """FPS ratios IEN / RE-SiamNet and plain / IEN within each family (siamfc, siamrpn, nanotrack)."""
     kinds = {label: tracker_kind(data["name"]) for label, data in results.items()}
     ratios = {}
-    for num_kind, den_kind in (("ien", "re"), ("plain", "ien")):
+    for num_kind, den_kind in (("ien", "steerable"), ("plain", "ien")):
         for num, (num_family, nk) in kinds.items():
             for den, (den_family, dk) in kinds.items():
                 if nk == num_kind and dk == den_kind and num_family == den_family:
@@ -553,7 +553,7 @@ def run_interleaved(args, trackers: dict) -> dict:
     kinds = {label: tracker_kind(name) for label, (name, _) in trackers.items()}
     for num, (num_family, num_kind) in kinds.items():      # IEN / RE-SiamNet, equal width and equal parameters
         for den, (den_family, den_kind) in kinds.items():
-            if (num_kind, den_kind) == ("ien", "re") and num_family == den_family:
+            if (num_kind, den_kind) == ("ien", "steerable") and num_family == den_family:
                 a, b = results[num]["fps"], results[den]["fps"]
                 ratios[f"{num} / {den}"] = a / b if a and b else None
     return {"mode": "interleaved", "machine": machine, "backend": args.backend,

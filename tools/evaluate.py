@@ -179,8 +179,13 @@ def _attribute_map(value) -> dict | None:
 
 
 def _takes_options(name: str) -> bool:
-    """--tracker-option applies to the learned trackers, not to 'identity' or the OpenCV baselines."""
-    return name != "identity" and not name.startswith("cv2-")
+    """--tracker-option and --backend apply to the toolkit's trackers, not to the baselines."""
+    from tracker import UnknownTracker, tracker_spec
+
+    try:
+        return tracker_spec(name).learned
+    except UnknownTracker:
+        return True          # building it fails later, with the list of names
 
 
 def _resolved_backend(backend: str, device: str | None) -> str:

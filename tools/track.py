@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+from data.video import FrameSource, VideoError, quiet_capture  # noqa: E402
+
 DEMO_DIR = Path("runs") / "demo"
 BOX_COLOR = (0, 255, 0)       # BGR
 POLYGON_COLOR = (0, 200, 255)
@@ -34,115 +35,6 @@ POLYGON_COLOR = (0, 200, 255)
 
 class TrackCLIError(Exception):
     """A user error: printed as one line, exit code 2."""
-
-
-# ---------------------------------------------------------------------------------------------
-# frame sources: iterators of RGB uint8 frames
-def bgr_to_rgb(frame: np.ndarray, where: str) -> np.ndarray:
-    """An OpenCV-decoded frame (gray, BGR, BGRA; 8/16-bit or float: data.frames.to_uint8) as HxWx3 uint8 RGB."""
-    from data.frames import as_rgb
-
-    if frame is None or frame.size == 0:
-        raise TrackCLIError(f"cannot read {where}")
-    return as_rgb(frame, where, bgr=True)
-
-
-def quiet_capture(target) -> cv2.VideoCapture:
-    """cv2.VideoCapture without OpenCV's and FFmpeg's log lines (we report failures ourselves)."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")   # AV_LOG_QUIET, read when FFmpeg starts
-    logging = getattr(getattr(cv2, "utils", None), "logging", None)
-    old = logging.getLogLevel() if logging is not None else None
-    if logging is not None:
-        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
-    try:
-        return cv2.VideoCapture(target)
-    finally:
-        if logging is not None:
-            logging.setLogLevel(old)
-
-
-def natural_key(path: Path) -> list:
-    """Sort key that orders the numbers in a name by value: frame2 < frame10."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower())
-            for part in re.split(r"(\d+)", path.name)]
-
-
-class FrameSource:
-    """Frames of a video file, an image folder or a camera, as RGB arrays; ``fps`` and ``count`` when known."""
-
-    def __init__(self, spec: str):
-        self.spec = spec
-        self.files: list[Path] | None = None
-        self.capture = None
-        self.fps = None
-        self.count = None
-        path = Path(spec)
-        if path.is_dir():
-            # natural order: 2.jpg before 10.jpg (a plain text sort would track 1, 10, 11, 2, ...)
-            self.files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                                key=natural_key)
-            if not self.files:
-                raise TrackCLIError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {spec}")
-            self.count = len(self.files)
-        elif path.is_file():
-            self.capture = quiet_capture(str(path))
-            if not self.capture.isOpened():
-                raise TrackCLIError(f"cannot open video {spec} (not a video OpenCV can decode)")
-            count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            self.count = count if count > 0 else None
-            fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0)
-            self.fps = fps if 0 < fps < 1000 else None
-        elif spec.isdigit():
-            self.capture = quiet_capture(int(spec))
-            if not self.capture.isOpened():
-                raise TrackCLIError(f"cannot open camera {spec}")
-        elif "://" in spec or "%" in path.name or spec.startswith("/dev/"):
-            # a stream URL (rtsp://, http://...), a numbered file pattern (frame_%04d.jpg) or a
-            # capture device: all through OpenCV
-            self.capture = quiet_capture(spec)
-            if not self.capture.isOpened():
-                raise TrackCLIError(f"cannot open {spec} (a stream URL, a file pattern such as frame_%04d.jpg, "
-                                    "or a capture device that OpenCV can read)")
-            count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            self.count = count if count > 0 and "%" in path.name else None
-        else:
-            raise TrackCLIError(f"video not found: {spec} (give a video file, a folder of frames or a camera index)")
-
-    def __iter__(self):
-        if self.files is not None:
-            from data.frames import read_frame
-
-            first = None
-            for path in self.files:
-                frame = read_frame(path)            # FrameError: unreadable or truncated, named
-                first = first or frame.shape[:2]
-                if frame.shape[:2] != first:
-                    raise TrackCLIError(f"frame {path} is {frame.shape[1]}x{frame.shape[0]} but the folder's first "
-                                        f"frame is {first[1]}x{first[0]}: the frames of one video share one size")
-                yield frame
-            return
-        self.read, self.exhausted = 0, False
-        while True:
-            ok, frame = self.capture.read()
-            if not ok:
-                if self.read == 0:
-                    raise TrackCLIError(f"cannot read any frame from {self.spec}")
-                self.exhausted = True
-                return
-            yield bgr_to_rgb(frame, f"frame {self.read} of {self.spec}")
-            self.read += 1
-
-    def short_read(self) -> str | None:
-        """A message when a video file ended before the frame count its header announced."""
-        read = getattr(self, "read", None)
-        if self.count is None or read is None or not self.exhausted or read >= self.count:
-            return None
-        return (f"the video {self.spec} ended after {read} of the {self.count} frames its header announces "
-                "(corrupt or truncated?)")
-
-    def close(self) -> None:
-        if self.capture is not None:
-            self.capture.release()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +240,7 @@ def print_speed(num_frames: int, elapsed: float) -> None:
 
 def build(args):
     from common.threads import apply_thread_policy
-    from tracker import build_tracker
+    from tracker import build_tracker, tracker_spec
 
     if args.threads is not None and args.threads < 1:
         raise TrackCLIError(f"--threads must be >= 1, got {args.threads}")
@@ -359,18 +251,24 @@ def build(args):
         options = parse_tracker_options(args.tracker_option)
     except TrackerSpecError as exc:
         raise TrackCLIError(str(exc)) from None
+    spec = tracker_spec(args.tracker)
     if args.orientations is not None:
         if args.orientations < 0 or args.orientations == 1:
             raise TrackCLIError(f"--orientations must be 0 (off) or at least 2, got {args.orientations}")
-        if args.tracker.startswith("siamrpn"):
-            raise TrackCLIError("--orientations: only the SiamFC trackers estimate the rotation")
-        if args.tracker == "re-siamfc" and args.orientations == 0:
-            raise TrackCLIError("--orientations 0: RE-SiamNet always searches its rotated templates")
+        if spec.rotation == "none":
+            raise TrackCLIError(f"--orientations: {spec.name} does not search rotated templates "
+                                f"(the SiamFC trackers and RE-SiamNet do)")
+        if spec.rotation == "always" and args.orientations == 0:
+            raise TrackCLIError(f"--orientations 0: {spec.name} always searches its rotated templates")
         options["orientations"] = args.orientations
     if args.axis_box is not None:
-        if args.tracker.startswith("siamrpn"):
-            raise TrackCLIError("--axis-box: only the SiamFC trackers estimate the rotation")
+        if spec.rotation == "none":
+            raise TrackCLIError(f"--axis-box: {spec.name} does not estimate the rotation")
         options["axis_box"] = args.axis_box
+    if not spec.learned:
+        if options or args.checkpoint is not None:
+            raise TrackCLIError(f"{spec.name} is a {spec.baseline} baseline: it takes no checkpoint or tracking options")
+        return build_tracker(spec.name)
     return build_tracker(args.tracker, checkpoint=args.checkpoint, device=args.device, backend=args.backend,
                          **options)
 
@@ -428,7 +326,7 @@ def run_demo(args) -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from tracker import tracker_names
+    from tracker import DEFAULT_TRACKER, tracker_names
 
     p = argparse.ArgumentParser(description="Track one object through a video, a folder of frames or a camera "
                                             "(no --video: the embedded demo).")
@@ -436,7 +334,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(frame_%%04d.jpg), stream URL (rtsp://...), capture device (/dev/video0) or camera index (0)")
     p.add_argument("--init-box", default=None, metavar="X,Y,W,H", help="the target's box in the first frame "
                    "(default: select it with the mouse)")
-    p.add_argument("--tracker", default="siamfc", choices=tracker_names(), help="tracker (default siamfc)")
+    p.add_argument("--tracker", default=DEFAULT_TRACKER, choices=tracker_names(),
+                   help=f"tracker (default {DEFAULT_TRACKER}; baselines too: cv2-*, nanotrack-v3, identity)")
     p.add_argument("--checkpoint", type=Path, default=None, help="tracker checkpoint (default: bundled weights)")
     p.add_argument("--output", type=Path, default=None, help="write the frames with the box drawn (.mp4)")
     p.add_argument("--boxes", type=Path, default=None,
@@ -493,7 +392,7 @@ def main(argv=None) -> int:
                 raise TrackCLIError(f"--demo-frames must be at least 2, got {args.demo_frames}")
             return run_demo(args)
         return run_video(args)
-    except (TrackCLIError, TrackerError, CheckpointError) as exc:
+    except (TrackCLIError, TrackerError, CheckpointError, VideoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:   # unwritable output folder, disk full ...

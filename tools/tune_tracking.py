@@ -94,16 +94,16 @@ def store_tracking_options(checkpoint: Path, out: Path, options: dict, rotated: 
 
 
 def run(args) -> dict:
-    from tracker import _canonical, searches_rotated_templates
+    from tracker import tracker_spec
 
     evaluate = _load_evaluate()
     grid = parse_grid(args.grid)
     if not args.checkpoint.is_file():
         raise TuneError(f"checkpoint not found: {args.checkpoint}")
-    key = _canonical(args.tracker)
+    spec = tracker_spec(args.tracker)
     out = args.out or Path("runs") / "tune" / args.checkpoint.stem
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    rotated = searches_rotated_templates(key, combos[0])
+    rotated = spec.searches_rotated_templates(combos[0])
     # a grid starts from the choices already stored (a second grid on another option keeps the
     # first's choice: the stored table is what build_tracker applies, so it must hold every option,
     # not just this grid's); a rotated-template tracker also from the upright ones (scale, window...)

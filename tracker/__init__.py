@@ -1,58 +1,29 @@
-"""Siamese trackers (SiamFC, SiamRPN) over IEN or plain backbones, usable as got10k trackers.
+"""Trackers usable as got10k trackers: the toolkit's Siamese networks (SiamFC, SiamRPN, NanoTrack-
+derived, RE-SiamNet) over IEN or plain backbones, and the baselines (OpenCV, NanoTrack v3, identity).
 
-``build_tracker(name)`` loads the bundled weights of ``tracker/weights/``; a checkpoint decides
-the network (IEN or plain backbone, widths). Importing this package is light: torch, the models
-and the trackers are imported when a tracker is built.
+Every name is an entry of :mod:`tracker.registry` (what it is and can do); ``build_tracker(name)``
+builds it: the toolkit's trackers from their bundled weights in ``tracker/weights/`` (or a
+checkpoint, which decides the network), the baselines from their own files. Importing this package
+is light: torch, the models and the trackers are imported when a tracker is built.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from .registry import (
+    ALIASES,
+    DEFAULT_TRACKER,
+    TRACKERS,
+    WEIGHTS_DIR,
+    TrackerSpec,
+    UnknownTracker,
+    default_checkpoint,
+    models_dir,
+    tracker_names,
+    tracker_spec,
+)
 
-__all__ = ["TRACKERS", "WEIGHTS_DIR", "build_tracker", "default_checkpoint", "tracker_names",
-           "stored_tracking_options", "searches_rotated_templates"]
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
-# name -> (tracker class "module:Class", model type it needs, bundled checkpoint file)
-TRACKERS = {
-    "siamfc-ien": ("tracker.siamfc:SiamFCTracker", "siamfc", "siamfc_ien.pth"),
-    "siamfc-plain": ("tracker.siamfc:SiamFCTracker", "siamfc", "siamfc_plain.pth"),
-    "siamrpn-ien": ("tracker.siamrpn:SiamRPNTracker", "siamrpn", "siamrpn_ien.pth"),
-    "siamrpn-plain": ("tracker.siamrpn:SiamRPNTracker", "siamrpn", "siamrpn_plain.pth"),
-    "re-siamfc": ("tracker.re_siamfc:RESiamFCTracker", "siamfc", "re_siamfc.pth"),
-    "siamfc-ien-rot": ("tracker.siamfc:SiamFCTracker", "siamfc", "siamfc_ien.pth"),
-    "siamfc-plain-rot": ("tracker.siamfc:SiamFCTracker", "siamfc", "siamfc_plain.pth"),
-}
-# Tracking options a name gets unless the caller overrides them. The "-rot" SiamFC trackers
-# estimate the target's rotation like RE-SiamNet: 8 rotated templates, searched within ±45° of
-# the last angle, so they output rotated boxes (any SiamFC: orientations=N, tools/track.py
-# --orientations N). Off by default: on the validation split and on upright real targets the
-# search cost accuracy (README, "Results").
-_ROTATED_TEMPLATES = {"orientations": 8, "orientation_window": 45.0}
-DEFAULT_OPTIONS: dict[str, dict] = {
-    "siamfc-ien-rot": _ROTATED_TEMPLATES,
-    "siamfc-plain-rot": _ROTATED_TEMPLATES,
-}
-ALIASES = {"siamfc": "siamfc-ien", "siamrpn": "siamrpn-ien"}
-
-
-def tracker_names() -> list[str]:
-    return sorted(set(TRACKERS) | set(ALIASES))
-
-
-def _canonical(name: str) -> str:
-    key = str(name).strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in TRACKERS:
-        from .siamfc import TrackerError
-
-        raise TrackerError(f"unknown tracker {name!r}; choose from {', '.join(tracker_names())}")
-    return key
-
-
-def default_checkpoint(name: str) -> Path:
-    """Path of the bundled weights of tracker ``name`` (which may not exist yet)."""
-    return WEIGHTS_DIR / TRACKERS[_canonical(name)][2]
+__all__ = ["ALIASES", "DEFAULT_TRACKER", "TRACKERS", "TrackerSpec", "UnknownTracker", "WEIGHTS_DIR", "build_tracker",
+           "default_checkpoint", "models_dir", "tracker_names", "tracker_spec", "stored_tracking_options",
+           "track_video"]
 
 
 def stored_tracking_options(ckpt: dict, rotated: bool) -> dict:
@@ -66,78 +37,101 @@ def stored_tracking_options(ckpt: dict, rotated: bool) -> dict:
     return dict(table) if isinstance(table, dict) else {}
 
 
-def searches_rotated_templates(name: str, options: dict | None = None) -> bool:
-    """Whether tracker ``name`` with ``options`` searches rotated templates (RE-SiamNet always,
-    SiamFC with orientations > 0): it then takes a checkpoint's "rotated" tracking options."""
-    key = _canonical(name)
-    return key == "re-siamfc" or bool({**DEFAULT_OPTIONS.get(key, {}), **(options or {})}.get("orientations"))
+def _factory(spec: TrackerSpec):
+    import importlib
+
+    module, name = spec.factory.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def build_tracker(name: str = "siamfc", checkpoint=None, device=None, model=None, backend: str = "auto",
+def build_tracker(name: str = DEFAULT_TRACKER, checkpoint=None, device=None, model=None, backend: str = "auto",
                   **options):
     """A got10k ``Tracker`` named ``name`` (see :data:`TRACKERS`).
 
-    checkpoint: a tracker checkpoint (default: the bundled weights); model: an in-memory Siamese
-    model instead (e.g. during training; it is put in eval mode, call ``.train()`` afterwards);
-    device: None = CUDA when available, else CPU (for ``model``: the device it is on);
-    backend: how the per-frame feature extractor runs (:mod:`tracker.backends`): "auto" =
-    ONNX Runtime on the CPU where installed, else torch with BatchNorm folded; for ``model`` the
-    live model ("torch-unfused"), since a snapshot would miss later training;
-    options: tracking hyper-parameters (SiamFCParams / SiamRPNParams; unknown ones are rejected);
-    they override the name's defaults and those stored in the checkpoint (``stored_tracking_options``).
+    The toolkit's trackers: checkpoint: a tracker checkpoint (default: the bundled weights); model:
+    an in-memory model instead (e.g. during training; it is put in eval mode, call ``.train()``
+    afterwards); device: None = CUDA when available, else CPU (for ``model``: the device it is on);
+    backend: how the per-frame network runs (:mod:`tracker.backends`): "auto" = ONNX Runtime on
+    the CPU where installed, else torch with BatchNorm folded; for ``model`` the live model
+    ("torch-unfused"), since a snapshot would miss later training; options: tracking
+    hyper-parameters (unknown ones are rejected); they override the name's defaults and those
+    stored in the checkpoint (``stored_tracking_options``). Baselines take none of these.
     Raises TrackerError for every bad input (unknown name/option/device, missing or mismatched
-    checkpoint).
+    checkpoint or model file).
     """
-    import importlib
+    from data.frames import TrackerError
+
+    spec = tracker_spec(name)
+    if spec.baseline is not None:
+        if checkpoint is not None or model is not None or options:
+            raise TrackerError(f"the {spec.baseline} baseline {spec.name} takes no checkpoint, model or tracking options")
+        return _factory(spec)(spec)
+    return _build_learned(spec, checkpoint, device, model, backend, options)
+
+
+def _build_learned(spec: TrackerSpec, checkpoint, device, model, backend: str, options: dict):
+    from pathlib import Path
 
     from common.checkpoints import CheckpointError
     from common.config import ConfigError
     from common.threads import keep_freed_memory
+    from data.frames import TrackerError
 
+    from .backends import BackendError, resolve_backend
     from .models import model_from_checkpoint
-    from .siamfc import TrackerError
+    from .siamfc import resolve_device
 
     keep_freed_memory()          # per-frame buffers reused, not returned to the OS (common/threads.py)
-
-    key = _canonical(name)
-    target, model_type, weights_file = TRACKERS[key]
-    source = "the given model"
-    stored: dict = {}
+    source, stored = "the given model", {}
     if model is not None and device is None:
         # an in-memory model stays where it is (e.g. a model being trained on the CPU)
         device = next(iter(model.parameters()), None)
         device = device.device if device is not None else None
     if model is None:
-        if checkpoint is None:
-            path = WEIGHTS_DIR / weights_file
-            if not path.is_file():
-                raise TrackerError(
-                    f"bundled weights tracker/weights/{weights_file} not found; train them with "
-                    f"tools/train_tracker.py (see docs/sections/tracking.md) or pass --checkpoint"
-                )
-        else:
-            path = Path(checkpoint)
+        path = WEIGHTS_DIR / spec.weights if checkpoint is None else Path(checkpoint)
+        if checkpoint is None and not path.is_file():
+            raise TrackerError(f"bundled weights tracker/weights/{spec.weights} not found; train them with "
+                               f"tools/train_tracker.py (see docs/training.md) or pass --checkpoint")
         try:
             model, ckpt = model_from_checkpoint(path)
         except (CheckpointError, ConfigError) as exc:
             raise TrackerError(str(exc)) from None
         source = str(path)
-        stored = stored_tracking_options(ckpt, searches_rotated_templates(key, options))
+        stored = stored_tracking_options(ckpt, spec.searches_rotated_templates(options))
     found = getattr(getattr(model, "config", None), "type", None)
-    if found != model_type:
-        raise TrackerError(f"tracker {key} needs a {model_type} model, but {source} holds a {found} model")
-    from .backends import BackendError, resolve_backend
-    from .siamfc import resolve_device
-
+    if found != spec.model_type:
+        raise TrackerError(f"tracker {spec.name} needs a {spec.model_type} model, but {source} holds a {found} model")
     device = resolve_device(device)
     try:
         backend = resolve_backend(backend, device, live_model=source == "the given model")
     except BackendError as exc:
         raise TrackerError(str(exc)) from None
-    module, cls_name = target.split(":")
-    cls = getattr(importlib.import_module(module), cls_name)
-    options = {**DEFAULT_OPTIONS.get(key, {}), **stored, **options}
+    options = {**spec.options, **stored, **options}
     try:
-        return cls(model, device=device, name=key, backend=backend, **options)
+        return _factory(spec)(model, device=device, name=spec.name, backend=backend, **options)
     except ConfigError as exc:
         raise TrackerError(str(exc)) from None
+
+
+def track_video(video, init_box, name: str = DEFAULT_TRACKER, **build_options):
+    """Track one object through a whole video: the boxes (N, 4) x, y, w, h of every frame of
+    ``video`` (a video file, a folder of frames, a frame pattern or a camera index, as
+    ``tools/track.py --video`` takes them), the first being ``init_box``. ``build_options`` go to
+    :func:`build_tracker`. Frames are decoded to RGB here, so OpenCV's BGR never reaches the tracker."""
+    import numpy as np
+
+    from data.video import FrameSource
+
+    tracker = build_tracker(name, **build_options)
+    source = FrameSource(str(video))
+    boxes = []
+    try:
+        for index, frame in enumerate(source):
+            if index == 0:
+                tracker.init(frame, init_box)
+                boxes.append(np.asarray(init_box, dtype=np.float64).reshape(4))
+            else:
+                boxes.append(np.asarray(tracker.update(frame), dtype=np.float64))
+    finally:
+        source.close()
+    return np.stack(boxes)

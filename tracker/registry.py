@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.frames import TrackerError
+
 __all__ = ["TrackerSpec", "TRACKERS", "ALIASES", "DEFAULT_TRACKER", "WEIGHTS_DIR", "UnknownTracker", "tracker_spec",
            "tracker_names", "models_dir", "model_file_paths", "default_checkpoint"]
 
@@ -18,7 +20,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MODELS_ENV = "IEN_MODELS"
 
 
-class UnknownTracker(ValueError):
+class UnknownTracker(TrackerError):
     """A tracker name that is not in the registry."""
 
 
@@ -37,6 +39,7 @@ class TrackerSpec:
                                     # "always": searches rotated templates (RE-SiamNet)
     options: dict = field(default_factory=dict)   # tracking options it gets unless overridden
     twin: str | None = None         # an IEN tracker's plain twin (same data, budget and seed)
+    runtime: str | None = None      # a baseline's engine ("opencv", "onnxruntime"): part of its results' key
     about: str = ""
 
     @property
@@ -86,15 +89,15 @@ _SPECS = (
                 about="the plain twin of nanotrack-ien"),
     TrackerSpec("nanotrack-v3", "nanotrack", "tracker.baselines.pretrained:build_nanotrack_v3", baseline="pretrained",
                 model_files=("nanotrack/nanotrackv3_backbone.onnx", "nanotrack/nanotrackv3_head.onnx"),
-                about="NanoTrack v3, the author's weights through ONNX Runtime (this toolkit's runner)"),
+                runtime="onnxruntime", about="NanoTrack v3, the author's weights through ONNX Runtime (this toolkit's runner)"),
     TrackerSpec("cv2-nano", "nanotrack", _OPENCV, baseline="pretrained",
                 model_files=("nanotrack/nanotrackv2_backbone.onnx", "nanotrack/nanotrackv2_head.onnx"),
-                about="NanoTrack v2 in OpenCV (cv2.TrackerNano)"),
+                runtime="opencv", about="NanoTrack v2 in OpenCV (cv2.TrackerNano)"),
     TrackerSpec("cv2-vit", "vittrack", _OPENCV, baseline="pretrained", model_files=("vittrack/vitTracker.onnx",),
-                about="VitTrack in OpenCV (cv2.TrackerVit)"),
-    TrackerSpec("cv2-mil", "opencv", _OPENCV, baseline="classical", about="OpenCV's MIL tracker"),
-    TrackerSpec("cv2-kcf", "opencv", _OPENCV, baseline="classical", about="OpenCV's KCF tracker (contrib)"),
-    TrackerSpec("cv2-csrt", "opencv", _OPENCV, baseline="classical", about="OpenCV's CSRT tracker (contrib)"),
+                runtime="opencv", about="VitTrack in OpenCV (cv2.TrackerVit)"),
+    TrackerSpec("cv2-mil", "opencv", _OPENCV, baseline="classical", runtime="opencv", about="OpenCV's MIL tracker"),
+    TrackerSpec("cv2-kcf", "opencv", _OPENCV, baseline="classical", runtime="opencv", about="OpenCV's KCF tracker (contrib)"),
+    TrackerSpec("cv2-csrt", "opencv", _OPENCV, baseline="classical", runtime="opencv", about="OpenCV's CSRT tracker (contrib)"),
     TrackerSpec("identity", "identity", "tracker.baselines.identity:IdentityTracker", baseline="reference",
                 about="the initial box on every frame, angle 0: the floor every tracker must beat"),
 )

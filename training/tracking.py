@@ -151,19 +151,24 @@ class SourceConfig:
                                       # other kinds data.max_rotation_deg
     min_side: float = 20.0            # frame filter: smallest target side in stored pixels
     max_relative: float = 0.5         # frame filter: largest target side / image side
+    max_shift: float = -1.0           # random shift of the target in the search crop (crop px);
+                                      # < 0: the sampler's own (videos 4, SiamFC's; photos 48)
+    max_stretch: float = -1.0         # random relative scale change of the crops; < 0: videos 0.05, photos 0.25
 
     def __post_init__(self):
         if self.kind not in SOURCE_KINDS:
             raise ConfigError(f"kind must be one of {', '.join(SOURCE_KINDS)}, got {self.kind!r}")
         if not isinstance(self.path, str) or (self.kind != "generated" and not self.path):
             raise ConfigError(f"a {self.kind} source needs a path (a folder)")
-        for name in ("weight", "max_rotation_deg", "min_side", "max_relative"):
+        for name in ("weight", "max_rotation_deg", "min_side", "max_relative", "max_shift", "max_stretch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"{name} must be a number, got {value!r}")
             setattr(self, name, float(value))
         if self.weight <= 0 or self.min_side < 1 or not 0 < self.max_relative <= 1 or self.max_rotation_deg > 180:
             raise ConfigError("need weight > 0, min_side >= 1, 0 < max_relative <= 1 and max_rotation_deg <= 180")
+        if self.max_shift > 128 or self.max_stretch >= 1:
+            raise ConfigError(f"need max_shift <= 128 crop px and max_stretch < 1, got {self.max_shift}, {self.max_stretch}")
 
 
 @dataclass
@@ -363,6 +368,7 @@ def _sampler(config: RunConfig, source: SourceConfig, index: int, items, pairs: 
         rotation = 180.0 if source.kind == "photos" else data.max_rotation_deg
     common = dict(exemplar_size=m.exemplar_size, instance_size=m.instance_size, context=m.context,
                   augment=data.augment and not validation, max_rotation_deg=rotation, seed=seed)
+    common.update({name: getattr(source, name) for name in ("max_shift", "max_stretch") if getattr(source, name) >= 0})
     if not data.sources:                 # the single-folder form keeps SiamFC's frame filter
         rules = FrameFilter()
     else:

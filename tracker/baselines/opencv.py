@@ -1,9 +1,11 @@
-"""OpenCV's classical trackers (MIL; KCF and CSRT where the build has them) as got10k baselines.
+"""OpenCV's trackers as got10k baselines: the classical MIL (KCF and CSRT where the build has them)
+and the DNN trackers on public weights, NanoTrack v2 (``cv2-nano``, ``cv2.TrackerNano``) and VitTrack
+(``cv2-vit``, ``cv2.TrackerVit``), whose files are read from :func:`tracker.registry.models_dir`.
 
-They give the learned trackers of the toolkit a classical, weight-free reference point on the same
-benchmarks and metrics. They run on the CPU with cv2's own thread setting (``cv2.setNumThreads``;
-this module never changes it). The DNN trackers of OpenCV (GOTURN, DaSiamRPN, Nano, Vit) need model
-files and are left out.
+They give the learned trackers of the toolkit reference points on the same benchmarks and metrics:
+the classical ones weight-free, the DNN ones what a practitioner would run on a CPU. They run with
+cv2's own thread setting (``cv2.setNumThreads``; this module never changes it). The DNN trackers
+take BGR frames like the rest; their results depend on the OpenCV build (compare within one).
 
 :class:`OpenCVTracker` honours the got10k ``Tracker`` contract: ``init(image, box)`` with a PIL RGB
 image or an HxWx3 uint8 RGB array and a float box [x, y, w, h]; ``update(image)`` returns a float64
@@ -22,6 +24,7 @@ repeat exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from dataclasses import dataclass
 from typing import Callable
@@ -65,6 +68,7 @@ class _Spec:
     margin: int = 0                # px the rect must stay clear of the right and bottom edges
     min_size: int = 1              # side a too-small rect is grown to
     usable: Callable[..., bool] = lambda x, y, w, h, width, height: True   # OpenCV can start on it
+    quiet: bool = False            # a DNN tracker: OpenCV's notices while it sets its network up are hidden
 
 
 def _find_factory(*paths: str):
@@ -97,8 +101,38 @@ def _available() -> dict[str, _Spec]:
     return specs
 
 
+def _dnn_spec(name: str, paths: list) -> _Spec:
+    """cv2-nano / cv2-vit on the model files ``paths`` (checked: a missing one is named)."""
+    for path in paths:
+        if not path.is_file():
+            raise TrackerError(f"model file not found: {path} (the public weights live in ../shared/models/, "
+                               f"or set IEN_MODELS to their folder)")
+    if name == "cv2-nano":
+        params = cv2.TrackerNano_Params()
+        params.backbone, params.neckhead = (str(p) for p in paths)
+        return _Spec(lambda: cv2.TrackerNano.create(params), quiet=True)
+    params = cv2.TrackerVit_Params()
+    params.net = str(paths[0])
+    return _Spec(lambda: cv2.TrackerVit.create(params), quiet=True)
+
+
+@contextlib.contextmanager
+def _opencv_log_level(quiet: bool):
+    """OpenCV's log at errors only while a DNN tracker builds its network ("targets are not
+    supported by the new graph engine" is printed for every sequence otherwise)."""
+    if not quiet:
+        yield
+        return
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 _SPECS = _available()
-OPENCV_TRACKERS: tuple[str, ...] = tuple(_SPECS)
+OPENCV_TRACKERS: tuple[str, ...] = tuple(_SPECS)     # the classical ones this build offers
 
 
 def _libc_srand():
@@ -147,14 +181,14 @@ class OpenCVTracker(Tracker):
     (process-wide state) so that runs repeat exactly; ``None`` leaves them alone.
     """
 
-    def __init__(self, name: str = "cv2-mil", seed: int | None = 0):
+    def __init__(self, name: str = "cv2-mil", seed: int | None = 0, spec: _Spec | None = None):
         key = str(name).strip().lower()
-        if key not in _SPECS:
+        if spec is None and key not in _SPECS:
             available = ", ".join(OPENCV_TRACKERS) or "none"
             raise TrackerError(f"unknown or unavailable OpenCV tracker {name!r} "
                                f"(this cv2 {cv2.__version__} offers: {available})")
         super().__init__(name=key, is_deterministic=seed is not None and _SRAND is not None)
-        self.spec = _SPECS[key]
+        self.spec = spec or _SPECS[key]
         self.seed = seed
         self.frame_size: tuple[int, int] | None = None   # (width, height) of init's frame
         self.box: np.ndarray | None = None               # last float box returned
@@ -171,9 +205,10 @@ class OpenCVTracker(Tracker):
             cv2.setRNGSeed(int(self.seed))
             if _SRAND is not None:
                 _SRAND(int(self.seed) & 0xFFFFFFFF)
-        tracker = self.spec.create()      # a new object per sequence: OpenCV's re-init is unreliable
         try:
-            ok = tracker.init(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), rect)
+            with _opencv_log_level(self.spec.quiet):
+                tracker = self.spec.create()      # a new object per sequence: OpenCV's re-init is unreliable
+                ok = tracker.init(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), rect)
         except cv2.error as exc:
             raise TrackerError(f"OpenCV {self.name} rejected the box {box.tolist()} "
                                f"(as {rect}): {exc}") from None
@@ -208,6 +243,15 @@ class OpenCVTracker(Tracker):
         return np.concatenate([center - size / 2, size])
 
 
-def build_opencv_tracker(name: str, seed: int | None = 0) -> OpenCVTracker:
-    """An :class:`OpenCVTracker` by name (``cv2-mil``, and ``cv2-kcf``/``cv2-csrt`` on contrib builds)."""
-    return OpenCVTracker(name, seed=seed)
+def build_opencv_tracker(spec, seed: int | None = 0) -> OpenCVTracker:
+    """An :class:`OpenCVTracker` for a registry spec or name (``cv2-mil``, ``cv2-kcf``/``cv2-csrt``
+    on contrib builds; ``cv2-nano``, ``cv2-vit`` with their model files)."""
+    from tracker.registry import model_file_paths, tracker_spec
+
+    spec = tracker_spec(spec) if isinstance(spec, str) else spec
+    if spec.family != "opencv" and not spec.model_files:
+        raise TrackerError(f"{spec.name} is not an OpenCV tracker (this cv2 {cv2.__version__} offers: "
+                           f"{', '.join(OPENCV_TRACKERS + ('cv2-nano', 'cv2-vit'))})")
+    if spec.model_files:
+        return OpenCVTracker(spec.name, seed=seed, spec=_dnn_spec(spec.name, model_file_paths(spec)))
+    return OpenCVTracker(spec.name, seed=seed)
