@@ -146,7 +146,7 @@ class AuthorsCNNBasic(Backbone):
 
 
 class VGG(Backbone):
-    """VGG with 8 conv layers (VGG-11 layout) and 2x2 max-pooling; widths of the paper (NOTES §1)."""
+    """VGG with 8 conv layers (VGG-11 layout) and 2x2 max-pooling; widths of the paper (the IEN paper; docs/equivariance.md)."""
 
     LAYOUT = (1, "M", 2, "M", 4, 4, "M", 8, 8, "M", 8, 8)
     R8_FIRST, R4_FIRST = 200, 144

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-# Ratios of the heterogeneous specs used by the paper's authors (NOTES §1).
+# Ratios of the heterogeneous specs used by the paper's authors (the IEN paper; docs/equivariance.md).
 KNOWN_RATIOS = {
     (8, 4, 2, 1): (32, 8, 2, 1),
     (8, 4, 2): (8, 2, 1),

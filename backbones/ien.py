@@ -3,7 +3,7 @@
 For each watched layer j of a backbone run on the doubled batch [x, Tx]:
     L_j = MSE( P(f_j(x)), T⁻¹ P(f_j(Tx)) )
 and the loss is β · Σ_j w_j L_j (w_j = 1 unless per-layer weights are given). P is the group
-max-pool of :func:`backbones.groups.group_max_pool`; T⁻¹ acts spatially (NOTES §1).
+max-pool of :func:`backbones.groups.group_max_pool`; T⁻¹ acts spatially (the IEN paper; docs/equivariance.md).
 """
 from __future__ import annotations
 

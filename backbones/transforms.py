@@ -1,7 +1,7 @@
 """The transformations T of the IEN loss, applied per sample to image or feature batches.
 
 Convention: angles are counter-clockwise as seen on screen (y axis pointing down), and
-``T x = flip(rotate(x, angle))`` then scaled; ``T⁻¹`` undoes the flip, then rotates back (NOTES §1).
+``T x = flip(rotate(x, angle))`` then scaled; ``T⁻¹`` undoes the flip, then rotates back (the IEN paper; docs/equivariance.md).
 Multiples of 90° use exact ``torch.rot90``; other angles and scales use bilinear ``grid_sample``, for
 which :meth:`BatchTransform.valid_mask` tells which pixels are comparable.
 """
@@ -174,7 +174,7 @@ def sample_transform(
     generator: torch.Generator | None = None,
     scales: tuple[float, float] | None = None,
 ) -> BatchTransform:
-    """Draw a non-identity T per sample (NOTES §1).
+    """Draw a non-identity T per sample (the IEN paper; docs/equivariance.md).
 
     R4: rot90 by k in 1..3; R8: multiples of 45°; R4R: rot90 by k, then a random horizontal or
     vertical flip or none (identity excluded). ``scales=(lo, hi)`` draws log-uniform zooms instead

@@ -20,18 +20,15 @@ import numpy as np
 
 from common.atomic import replaced_directory, temp_path_beside, write_text_atomic
 
+from .sprites import _COLOR_PHOTOS, _GRAY_PHOTOS, GeneratorInputError, _list_images
 from .synthetic import (
-    _COLOR_PHOTOS,
     _DEFAULT_FRAME_SIZE,
     _DEFAULT_SPECS,
-    _GRAY_PHOTOS,
     GENERATOR_VERSION,
     GeneratedSequence,
-    GeneratorInputError,
     GeneratorOptions,
     _check_arguments,
     _check_seed,
-    _list_images,
     generate_sequence,
 )
 

@@ -1,5 +1,5 @@
 """Still photos with object boxes (``<group>/boxes.csv`` + ``<group>/images/``): the photo pairs of
-tracker training (two augmented crops of one photo, :class:`training.pairs.PhotoPairSampler`)."""
+tracker training (two augmented crops of one photo, :class:`training.tracking.pairs.PhotoPairSampler`)."""
 from __future__ import annotations
 
 import csv

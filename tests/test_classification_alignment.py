@@ -15,7 +15,8 @@ from backbones import build_backbone
 from backbones.diagnostics import equivariance_errors
 from backbones.transforms import group_elements
 from data.classification import DEFAULT_IMAGE_SIZE
-from training.classification.engine import GroupPoolClassifier, TrainConfig, build_classifier, resolve_image_size
+from training.classification.config import TrainConfig
+from training.classification.engine import GroupPoolClassifier, build_classifier, resolve_image_size
 
 MODELS = ("cnnbasic", "authors-cnnbasic", "vgg", "resnet18")
 NOMINAL_SIZES = sorted(set(DEFAULT_IMAGE_SIZE.values()))  # 28 (MNIST family), 64 (TinyImageNet), 96 (STL-10)

@@ -21,14 +21,8 @@ from data import mnist
 from data.classification import DatasetError, load_dataset
 from training.classification import study as study_cli
 from training.classification import train as train_cli
-from training.classification.engine import (
-    TrainConfig,
-    TrainError,
-    check_finite_model,
-    protocols,
-    train,
-    write_json_atomic,
-)
+from training.classification.config import TrainConfig, TrainError
+from training.classification.engine import check_finite_model, protocols, train, write_json_atomic
 
 
 def _write_idx(path, array):

@@ -13,14 +13,8 @@ from common.config import from_dict
 from data.classification import load_dataset
 from training.classification import study as study_cli
 from training.classification import train as train_cli
-from training.classification.engine import (
-    GroupPoolClassifier,
-    TrainConfig,
-    TrainError,
-    evaluate_checkpoint,
-    learning_rate,
-    train,
-)
+from training.classification.config import TrainConfig, TrainError
+from training.classification.engine import GroupPoolClassifier, evaluate_checkpoint, learning_rate, train
 
 TINY = {"train_limit": 48, "test_limit": 24, "eq_images": 6, "batch_size": 16}
 
@@ -204,7 +198,7 @@ def test_train_cli_end_to_end_and_resume(tmp_path):
 
 def test_study_summarises_runs_that_differ_only_in_the_seed():
     from backbones import BackboneConfig
-    from training.classification.engine import TrainConfig
+    from training.classification.config import TrainConfig
 
     def run(name, seed, beta=0.0):
         return study_cli.StudyRun(name, TrainConfig(beta=beta, seed=seed, backbone=BackboneConfig("cnnbasic", "R4", 0.5)))

@@ -16,6 +16,7 @@ from PIL import Image
 import common.threads  # noqa: F401
 import data.frames  # noqa: F401
 import tracker.backends  # noqa: F401  (the tool imports these even where a test fakes the registry)
+from evaluation import fps
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("_tool_benchmark_fps",
@@ -51,7 +52,7 @@ class _TinyTracker(Tracker):
 
 
 def test_timing_stats_by_hand():
-    stats = bench.timing_stats([0.001, 0.002, 0.003, 0.004, 0.010])
+    stats = fps.timing_stats([0.001, 0.002, 0.003, 0.004, 0.010])
     assert stats["median_ms"] == pytest.approx(3.0)
     assert stats["q25_ms"] == pytest.approx(2.0) and stats["q75_ms"] == pytest.approx(4.0)
     assert stats["fps"] == pytest.approx(1000 / 3) and stats["n"] == 5
@@ -60,11 +61,11 @@ def test_timing_stats_by_hand():
 def test_time_tracker_cycles_frames_and_counts_only_timed_updates():
     frames = [Image.new("RGB", (40, 30)) for _ in range(4)]
     tracker = _TinyTracker(4)
-    stats = bench.time_tracker(tracker, frames, [5, 5, 10, 10], warmup=3, count=7)
+    stats = fps.time_tracker(tracker, frames, [5, 5, 10, 10], warmup=3, count=7)
     assert tracker.updates == 10 and stats["n"] == 7 and stats["fps"] > 0
     torch_threads = torch.get_num_threads()
     tracker.model.backbone.train()
-    backbone = bench.time_backbone(tracker.model.backbone, 31, warmup=1, min_run_time=0.05)
+    backbone = fps.time_backbone(tracker.model.backbone, 31, warmup=1, min_run_time=0.05)
     assert backbone["timer"] == "torch.utils.benchmark.blocked_autorange"
     assert backbone["n"] >= 1 and backbone["calls"] == backbone["n"] * backbone["calls_per_block"]
     assert backbone["input"] == [1, 3, 31, 31] and backbone["fps"] > 0

@@ -75,7 +75,7 @@ def test_plain_pooling_is_identity():
 
 
 def test_channel_counts_match_the_paper():
-    """VGG/ResNet-18 first-layer widths of NOTES §1; heterogeneous twins >30% narrower."""
+    """VGG/ResNet-18 first-layer widths of the IEN paper; heterogeneous twins >30% narrower."""
     vgg = lambda g: layer_channels(parse_group(g), 200, 144)  # noqa: E731
     res = lambda g: layer_channels(parse_group(g), 192, 136)  # noqa: E731
     assert (vgg("R4"), vgg("R8"), vgg("R4R"), vgg("R4-2-1"), vgg("R8-4-2-1")) == (144, 200, 200, 99, 129)

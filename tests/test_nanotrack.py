@@ -1,6 +1,7 @@
 """NanoTrack v3 in the toolkit: the weight import reproduces the author's ONNX outputs, the runner
-honours the got10k contract and refuses a missing file, the training loss's labels, and a
-fine-tune of a few steps from the imported weights runs and resumes bit-exactly. The model files
+honours the got10k contract and refuses a missing file, the training loss's labels, the teacher's
+score maps turned with the target, and a fine-tune of a few steps from the imported weights
+(distilling the teacher) runs and resumes bit-exactly. The model files
 are read from ../shared/models/nanotrack (never copied into the project)."""
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from conftest import trainer_stopping_after_first_step
 
 from data.generated import generate_dataset
 from tracker.nano_tracker import NanoTracker, OnnxNanoNetworks, TorchNanoNetworks, export_nanotrack_onnx
-from tracker.nanotrack import import_nanotrack_v3, nanotrack_labels, score_points
+from tracker.nanotrack import import_nanotrack_v3, nanotrack_labels, score_points, turn_score_map
 from tracker.siamfc import TrackerError
 from training.tracking import RunConfig, Trainer
 
@@ -70,6 +71,15 @@ def test_the_runner_honours_the_got10k_contract_and_refuses_missing_files(tmp_pa
         NanoTracker(OnnxNanoNetworks.from_files(BACKBONE, HEAD, threads=1)).update(frames[0])
 
 
+def test_score_maps_turn_with_the_target():
+    points = score_points(15, 16, 255)
+    one = torch.zeros(2, 1, 15, 15)
+    one[:, 0, 7, 9] = 1                                       # two cells right of the target at the centre
+    turned = turn_score_map(one, torch.tensor([90.0, 0.0]), torch.full((2, 2), 127.5), points)
+    assert (turned[0, 0] > 0.5).nonzero().tolist() == [[5, 7]]   # counter-clockwise on screen: above it
+    assert torch.equal(turned[1], one[1])
+
+
 def test_labels_are_positive_at_the_centre_and_negative_far_away():
     points = score_points(15, 16, 255)
     box = torch.tensor([[127.5 - 32, 127.5 - 16, 127.5 + 32, 127.5 + 16]])      # 64 x 32 at the centre
@@ -85,9 +95,11 @@ def test_a_fine_tune_from_the_imported_weights_runs_and_resumes_bit_exactly(tmp_
         "model": {"type": "nanotrack", "backbone": {"name": "nanotrack-v3", "group": "R8"}},
         "train": {"epochs": 1, "pairs_per_epoch": 6, "batch_size": 2, "num_workers": 0, "warmup_epochs": 0,
                   "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "beta": 0.01,
-                  "init_from": str(MODELS), "checkpoint_every": 1},
-        "data": {"path": str(data)}})
+                  "init_from": str(MODELS), "checkpoint_every": 1, "distill_weight": 1.0},
+        "data": {"path": str(data), "max_rotation_deg": 90.0}})
     straight = Trainer(config, tmp_path / "straight", device="cpu", progress=False)
+    pair = straight.pairs()[0]
+    assert pair["x_upright"].shape == pair["x"].shape and abs(float(pair["rotation_x"])) <= 90   # the teacher's view
     assert straight.fit()["steps"] == 3
     out = tmp_path / "killed"
     assert trainer_stopping_after_first_step()(config, out, device="cpu", progress=False).fit()["interrupted"]

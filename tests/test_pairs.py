@@ -1,4 +1,4 @@
-"""training/pairs.py on a tiny GOT-10k-layout folder written here (a bright bar on a dark, noisy background)."""
+"""training/tracking/pairs.py on a tiny GOT-10k-layout folder written here (a bright bar on a dark, noisy background)."""
 import math
 import warnings
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data import DatasetError, load_sequences
-from training.pairs import PairSampler, valid_frames
+from training.tracking.pairs import PairSampler, valid_frames
 
 W, H, N = 200, 150, 16
 BAR = (46.0, 22.0)           # target rectangle (width, height) when upright
@@ -200,6 +200,7 @@ def test_rotated_box_x_bounds_the_turned_target_ellipse(tmp_path, seed):
     sampler.augment, sampler.max_rotation_deg, sampler.max_stretch, sampler.max_shift = False, 90.0, 0.0, 0.0
     sampler.exemplar_size, sampler.instance_size, sampler.context = 127, 255, 0.5
     sampler.gray_prob, sampler.color_jitter, sampler.blur_prob = 0.0, 0.0, 0.0
+    sampler.upright_twin = False
     item = sampler.make_pair(np.random.default_rng(seed), str(tmp_path / "f.png"), box, str(tmp_path / "f.png"), box)
     c, s = abs(np.cos(np.radians(float(item["angle_x"])))), abs(np.sin(np.radians(float(item["angle_x"]))))
     assert min(c, s) > 0.15                                 # a real turn, not near a multiple of 90 degrees

@@ -97,7 +97,8 @@ def test_every_command_refuses_a_code_running_checkpoint(tmp_path):
 
 
 def test_rng_states_of_either_format_restore_the_same_streams():
-    from training.tracking import _rng_state, _set_rng_state
+    from training.run import rng_state as _rng_state
+    from training.run import set_rng_state as _set_rng_state
 
     np.random.seed(7)
     new = _rng_state(torch.device("cpu"))

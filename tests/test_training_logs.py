@@ -12,7 +12,7 @@ from common.checkpoints import load_checkpoint, save_atomic
 from common.config import ConfigError
 from data.generated import generate_dataset
 from tools import train_tracker as tool
-from training import tracking
+from tracker.models import build_model
 from training.tracking import BEST_NAME, RunConfig, Trainer, load_validation_pairs, response_peaks
 
 TINY_BACKBONE = {"name": "resnet22", "group": "R8", "width_mult": 0.125}
@@ -69,7 +69,7 @@ def test_validation_pairs_are_held_out_and_fixed(tmp_path, data):
 
 def test_response_peaks_find_the_highest_cell_and_anchor():
     for model_type in ("siamfc", "siamrpn"):
-        model = tracking.build_model({"type": model_type, "backbone": TINY_BACKBONE}).eval()
+        model = build_model({"type": model_type, "backbone": TINY_BACKBONE}).eval()
         z = model.extract(torch.rand(1, 3, 127, 127) * 255).out
         x = model.extract(torch.rand(1, 3, 255, 255) * 255).out
         peak = response_peaks(model, z, x)[0]
@@ -191,7 +191,7 @@ def test_cli_val_every_and_generated_default_holds_out(tmp_path, data, monkeypat
     summary = json.loads(out.out.strip().splitlines()[-1])
     assert summary["best_val"]["step"] == 2 and summary["best_checkpoint"].endswith(BEST_NAME)
     assert "step 2: val_loss" in out.err
-    assert [r["step"] for r in read_csv(tmp_path / "run" / "history.csv")] == ["2"]
+    assert [r["step"] for r in read_csv(tmp_path / "run" / "history.csv")] == ["1", "2"]   # the first step is always logged
     rc = tool.main(["--out", str(tmp_path / "run"), "--resume", "--val-every", "3"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == ["error: --val-every cannot change a run being resumed (its stored config is used)"]

@@ -13,8 +13,8 @@ import torch
 from common.config import ConfigError
 from data import DatasetError, load_sequences, split_by_source
 from data.photos import load_photos
-from training.pairs import FrameFilter, MixedPairs, PairSampler, PhotoPairSampler
 from training.tracking import RunConfig, load_pairs
+from training.tracking.pairs import FrameFilter, MixedPairs, PairSampler, PhotoPairSampler
 
 PHOTO_W, PHOTO_H = 240, 180
 OBJ_W, OBJ_H = 40, 16          # the photographed objects: bright bars

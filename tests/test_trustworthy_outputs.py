@@ -199,7 +199,8 @@ def test_classification_outputs_follow_the_umask_and_refuse_links(tmp_path):
     common.atomic's writers (0644 under umask 022, a killed run's temporaries cleaned)."""
     from common.config import from_dict
     from data.classification import load_dataset
-    from training.classification.engine import TrainConfig, train
+    from training.classification.config import TrainConfig
+    from training.classification.engine import train
     from training.classification.study import save_plot, write_outputs
 
     torch.set_num_threads(1)
@@ -223,7 +224,7 @@ def test_classification_outputs_follow_the_umask_and_refuse_links(tmp_path):
         save_plot("tiny", rows, study / "study.png")
     finally:
         os.umask(old)
-    assert _modes(run) == {"checkpoint.pth": 0o644, "metrics.json": 0o644}
+    assert _modes(run) == {"checkpoint.pth": 0o644, "metrics.json": 0o644, "history.csv": 0o644, ".run.lock": 0o644}
     assert _modes(study) == {"study.png": 0o644}
     assert (study / "study.png").read_bytes().startswith(b"\x89PNG")
     (study / "results.md").symlink_to(run / "metrics.json")

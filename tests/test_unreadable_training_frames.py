@@ -1,5 +1,5 @@
 """Truncated or corrupt frames in tracker training (issue 15): the reduced-resolution JPEG fast path
-of training/pairs.py stays, a JPEG cut in half (which cv2.imread accepts, grey-filled) is detected,
+of training/tracking/pairs.py stays, a JPEG cut in half (which cv2.imread accepts, grey-filled) is detected,
 the pair samplers skip it and count it, training warns once per file and its log sums the skipped
 frames. JPEGs are written (and cut) by the tests."""
 import io
@@ -15,7 +15,7 @@ from conftest import write_tiny_siamfc_toml
 
 from data import DatasetError, load_sequences
 from data.generated import generate_dataset
-from training.pairs import MixedPairs, PairSampler, UnreadableFrame, _read_rgb, report_skipped_frames
+from training.tracking.pairs import MixedPairs, PairSampler, UnreadableFrame, _read_rgb, report_skipped_frames
 
 
 def _jpeg(path: Path, size=(320, 240), seed=0) -> Path:

@@ -13,7 +13,7 @@ hits both); the first ``--warmup`` steps of each mode are not timed. Reports the
 step time of each mode, their ratio contiguous / channels-last (> 1: channels-last is faster), the
 median of the per-batch ratios, the relative loss difference of the two modes on the first step
 (same weights) and the largest one over the run (they drift by float rounding), and the machine
-(``tools.benchmark_fps.machine_info``). JSON on stdout (and atomically to ``--out``).
+(``evaluation.fps.machine_info``). JSON on stdout (and atomically to ``--out``).
 """
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def summarize(measured: dict) -> dict:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from tools.benchmark_fps import machine_info
+    from evaluation.fps import machine_info
     from training.tracking import load_pairs, read_config
 
     _check(args)

@@ -61,15 +61,93 @@ def _default_labels(given: list[str]) -> list[str]:
     return [n if names.count(n) == 1 else g for n, g in zip(names, given)]
 
 
+def _networks(args) -> list:
+    """(label, backbone, backbone name) of every --checkpoint, or of the random-init --backbone."""
+    from backbones import build_backbone
+    from backbones.checkpoints import backbone_config_of, backbone_from_checkpoint
+    from common.config import ConfigError
+
+    if args.label and len(args.label) != len(args.checkpoint or []):
+        raise ConfigError(f"give one --label per --checkpoint ({len(args.label)} labels, "
+                          f"{len(args.checkpoint or [])} checkpoints)")
+    if not args.checkpoint:
+        backbone = build_backbone(args.backbone, group=args.group, width_mult=args.width_mult)
+        return [(f"{args.backbone} {args.group} (random init, seed {args.seed})", backbone, args.backbone)]
+    networks = []
+    for given, label in zip(args.checkpoint, args.label or _default_labels(args.checkpoint)):
+        backbone, ckpt = backbone_from_checkpoint(_checkpoint_path(given))
+        networks.append((label, backbone, backbone_config_of(ckpt)["name"]))
+    return networks
+
+
+def _elements(text: str | None):
+    """The --angles as group elements (None: the groups' own rotations). Each must be a finite angle
+    within ±360° that is not the identity (a multiple of 360° would report error 0 everywhere)."""
+    from backbones import GroupElement
+    from common.config import ConfigError
+
+    if not text:
+        return None
+    try:
+        angles = [float(a) for a in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--angles must be comma-separated numbers, got {text!r}") from None
+    for angle in angles:
+        if not (math.isfinite(angle) and abs(angle) <= 360):
+            raise ConfigError(f"--angles must be finite numbers of degrees within ±360, got {angle:g}")
+        if angle % 360 == 0:
+            raise ConfigError(f"--angles {angle:g}: a whole turn is the identity (no rotation to test)")
+    return [GroupElement(a) for a in angles]
+
+
+def _measure(args, networks: list, elements) -> list[dict]:
+    from backbones.diagnostics import equivariance_errors, load_crops
+    from backbones.transforms import group_elements
+    from common.config import ConfigError
+
+    results, crops = [], {}
+    for label, backbone, name in networks:
+        size = args.size or backbone.canonical_size
+        if size not in crops:                      # the same crops for every network of one size
+            crops[size] = load_crops(args.image, size, seed=args.seed)
+        if elements is None and not group_elements(backbone.spec, include_identity=False):
+            raise ConfigError(f"{label}: group {backbone.spec} has no rotations to test; give --angles (e.g. 90)")
+        try:
+            result = equivariance_errors(backbone, crops[size], elements)
+        except RuntimeError as exc:          # the feature maps vanish before the last layer
+            if "size" not in str(exc):
+                raise
+            raise ConfigError(f"--size {size} is too small for {label} ({name}); its canonical input is "
+                              f"{backbone.canonical_size} px") from None
+        result.update(model=label, backbone=name, group=str(backbone.spec), input_size=size,
+                      images=len(crops[size]), parameters=sum(p.numel() for p in backbone.parameters()))
+        results.append(result)
+    return results
+
+
+def _print_results(args, results: list[dict]) -> None:
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else {"networks": results}, indent=1))
+        return
+    for result in results:
+        print(f"{result['model']}: relative equivariance error, {result['images']} crops of "
+              f"{result['input_size']}px")
+        width = max(9, max(len(e) for e in result["elements"]))
+        print("layer".ljust(10) + "".join(e.rjust(width + 2) for e in result["elements"]))
+        for layer in result["layers"]:
+            row = "".join(f"{result['errors'][layer][e]:.2e}".rjust(width + 2) for e in result["elements"])
+            print(layer.ljust(10) + row)
+    if args.plot:
+        print(f"plot written to {args.plot}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
     import torch
 
-    from backbones import GroupElement, GroupSpecError, build_backbone
-    from backbones.checkpoints import backbone_config_of, backbone_from_checkpoint
-    from backbones.diagnostics import ImageError, equivariance_errors, load_crops, save_comparison_plot, save_error_plot
-    from backbones.transforms import group_elements
+    from backbones import GroupSpecError
+    from backbones.diagnostics import ImageError, save_comparison_plot, save_error_plot
     from common.atomic import check_replaceable, describe_os_error
     from common.checkpoints import CheckpointError
     from common.config import ConfigError
@@ -82,44 +160,8 @@ def main(argv=None) -> int:
         if args.plot:            # before the work: a plot path that is a folder, a link ...
             check_replaceable(args.plot)
         torch.manual_seed(args.seed)
-        if args.label and len(args.label) != len(args.checkpoint or []):
-            raise ConfigError(f"give one --label per --checkpoint ({len(args.label)} labels, "
-                              f"{len(args.checkpoint or [])} checkpoints)")
-        networks = []           # (label, backbone, backbone name)
-        if args.checkpoint:
-            labels = args.label or _default_labels(args.checkpoint)
-            for given, label in zip(args.checkpoint, labels):
-                backbone, ckpt = backbone_from_checkpoint(_checkpoint_path(given))
-                networks.append((label, backbone, backbone_config_of(ckpt)["name"]))
-        else:
-            backbone = build_backbone(args.backbone, group=args.group, width_mult=args.width_mult)
-            networks.append((f"{args.backbone} {args.group} (random init, seed {args.seed})", backbone, args.backbone))
-        elements = None
-        if args.angles:
-            try:
-                angles = [float(a) for a in args.angles.split(",")]
-            except ValueError:
-                raise ConfigError(f"--angles must be comma-separated numbers, got {args.angles!r}") from None
-            if not all(math.isfinite(a) for a in angles):
-                raise ConfigError(f"--angles must be finite numbers of degrees, got {args.angles!r}")
-            elements = [GroupElement(a) for a in angles]
-        results, crops = [], {}
-        for label, backbone, name in networks:
-            size = args.size or backbone.canonical_size
-            if size not in crops:                      # the same crops for every network of one size
-                crops[size] = load_crops(args.image, size, seed=args.seed)
-            if elements is None and not group_elements(backbone.spec, include_identity=False):
-                raise ConfigError(f"{label}: group {backbone.spec} has no rotations to test; give --angles (e.g. 90)")
-            try:
-                result = equivariance_errors(backbone, crops[size], elements)
-            except RuntimeError as exc:          # the feature maps vanish before the last layer
-                if "size" not in str(exc):
-                    raise
-                raise ConfigError(f"--size {size} is too small for {label} ({name}); its canonical input is "
-                                  f"{backbone.canonical_size} px") from None
-            result.update(model=label, backbone=name, group=str(backbone.spec), input_size=size,
-                          images=len(crops[size]), parameters=sum(p.numel() for p in backbone.parameters()))
-            results.append(result)
+        elements = _elements(args.angles)
+        results = _measure(args, _networks(args), elements)
     except (ConfigError, GroupSpecError, CheckpointError, ImageError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -132,19 +174,7 @@ def main(argv=None) -> int:
         except OSError as exc:       # unwritable or full folder, a path under a file ...
             print(f"error: cannot write the plot: {describe_os_error(exc)}", file=sys.stderr)
             return 2
-    if args.json:
-        print(json.dumps(results[0] if len(results) == 1 else {"networks": results}, indent=1))
-    else:
-        for result in results:
-            print(f"{result['model']}: relative equivariance error, {result['images']} crops of "
-                  f"{result['input_size']}px")
-            width = max(9, max(len(e) for e in result["elements"]))
-            print("layer".ljust(10) + "".join(e.rjust(width + 2) for e in result["elements"]))
-            for layer in result["layers"]:
-                row = "".join(f"{result['errors'][layer][e]:.2e}".rjust(width + 2) for e in result["elements"])
-                print(layer.ljust(10) + row)
-        if args.plot:
-            print(f"plot written to {args.plot}")
+    _print_results(args, results)
     return 0
 
 

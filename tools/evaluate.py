@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Evaluate trackers offline on a local GOT-10k, OTB, LaSOT, UAV123, VOT, TrackingNet or
-generated-layout dataset (docs/sections/benchmarks.md: the command for each).
+generated-layout dataset (docs/benchmarks.md: the command for each).
 
     python tools/evaluate.py --trackers identity siamfc re-siamfc=runs/re_siamfc.pth
     python tools/evaluate.py --dataset otb --root /data/OTB100 --trackers siamfc siamfc-plain
@@ -202,7 +202,7 @@ def _print_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_args(args) -> None:
     if args.rotating is not None and not (math.isfinite(args.rotating) and abs(args.rotating) <= 360):
         raise EvaluationError(f"--rotating must be a finite number of degrees per frame within ±360, got {args.rotating:g}")
     if args.holdout_seed < 0:
@@ -214,15 +214,18 @@ def run(args: argparse.Namespace) -> int:
     if args.frame_ranges is not None and args.rotating is not None:
         raise EvaluationError("--frame-ranges cannot be combined with --rotating (put the file "
                               "in the dataset folder as configSeqs.m instead)")
+    if args.threads is not None and args.threads < 1:
+        raise EvaluationError(f"--threads must be >= 1, got {args.threads}")
 
-    # dataset folder and protocol
+
+def _dataset(args) -> tuple:
+    """(protocol, root, subset, dataset label, output folder, variant): the folder and protocol, and
+    what besides the tracker and the sequence decides a result (part of its key)."""
     if args.root is None:
         if args.dataset not in (None, "generated"):
             raise EvaluationError(f"--dataset {args.dataset} needs --root (a local copy of the "
                                   "dataset; nothing is downloaded)")
-        protocol = "generated"
-        root = _generated_root(args.subset or "test", rotating=not args.static)
-        subset = None
+        protocol, root, subset = "generated", _generated_root(args.subset or "test", rotating=not args.static), None
         dataset_label = "generated"
         out_name = "generated-static" if args.static else "generated"
     else:
@@ -241,13 +244,16 @@ def run(args: argparse.Namespace) -> int:
         dataset_label += f"-rot{args.rotating:g}"
         out_name += f"-rot{args.rotating:g}"
     out = args.out if args.out is not None else Path("runs") / "eval" / out_name
-    # what, besides the tracker and the sequence, decides a result (part of its key)
     variant = {"root": str(Path(root).resolve()), "subset": subset,
                "static": bool(args.root is None and args.static), "rotating": args.rotating,
                "border": args.border if args.rotating is not None else None}
+    return protocol, root, subset, dataset_label, out, variant
 
-    layout = args.layout
-    names = args.sequences
+
+def _sequences(args, root, subset, out) -> tuple:
+    """(sequences, root they were read from): the held-out ones with --holdout, their rotating
+    copies with --rotating, the first --max-sequences."""
+    layout, names = args.layout, args.sequences
     if args.holdout is not None:         # chosen on the source folder (meta.json: source videos)
         from data import split_by_source
 
@@ -264,20 +270,21 @@ def run(args: argparse.Namespace) -> int:
                              names=names, skip_bad=args.skip_bad,
                              progress=not args.no_progress)
         layout, subset = "got10k", None
-
     sequences = load_sequences(root, layout=layout, subset=subset, names=names,
                                skip_bad=args.skip_bad,
                                frame_ranges=None if args.rotating is not None else args.frame_ranges)
-    attribute_map = _attribute_map(args.attributes)
-    if args.attributes is not None and not has_attributes(sequences, attribute_map):
+    if args.attributes is not None and not has_attributes(sequences, _attribute_map(args.attributes)):
         raise EvaluationError("--attributes: these sequences have no attribute files (UAV123 "
                               "anno/<version>/att/, VOT <seq>/*.tag); give a JSON file "
                               "{sequence: [attribute, ...]}")
     if args.max_sequences is not None:
         sequences = sequences[:args.max_sequences]
+    return sequences, root
 
-    # trackers: parse all specs first; build those with unfinished sequences up front, so a
-    # bad name or checkpoint fails before any tracking starts
+
+def _trackers(args, sequences, root, store, variant) -> tuple:
+    """(labels, factories, keys, pairs): every tracker spec parsed first; those with unfinished
+    sequences built up front, so a bad name or checkpoint fails before any tracking starts."""
     options = parse_tracker_options(args.tracker_option)
     specs = [parse_tracker_spec(s) for s in args.trackers]
     specs = [(label + (options_label(options) if _takes_options(name) else ""), name, ckpt)
@@ -289,24 +296,46 @@ def run(args: argparse.Namespace) -> int:
     duplicates = sorted({lb for lb in labels if labels.count(lb) > 1})
     if duplicates:
         raise EvaluationError(f"tracker given twice: {', '.join(duplicates)}")
-    store = ResultStore(out / "results", "otb" if protocol == "otb" else "got10k")
     sequence_ids = {s.name: sequence_identity(s, root) for s in sequences}
     factories, keys = {}, {}
-    if args.threads is not None and args.threads < 1:
-        raise EvaluationError(f"--threads must be >= 1, got {args.threads}")
-    from common.threads import apply_thread_policy
-
-    apply_thread_policy(args.threads)          # torch, OpenCV and ONNX Runtime alike
     for label, name, checkpoint in specs:
         opts = options if _takes_options(name) else {}
         backend = _resolved_backend(args.backend, args.device) if _takes_options(name) else None
         identity = tracker_identity(name, checkpoint, opts, backend)
         keys[label] = {s.name: result_key(identity, sequence_ids[s.name], variant) for s in sequences}
-        needed = args.overwrite or not all(store.is_complete(label, s, keys[label][s.name])
-                                           for s in sequences)
+        needed = args.overwrite or not all(store.is_complete(label, s, keys[label][s.name]) for s in sequences)
         tracker = build_named_tracker(name, checkpoint, args.device, backend, **opts) if needed else None
         factories[label] = (lambda t=tracker: t)
+    return labels, factories, keys, pairs
 
+
+def _print_report(args, report: dict, protocol: str, pairs: list, written: dict) -> None:
+    print(markdown_summary(report))
+    if args.baseline is not None:
+        print("\n" + markdown_comparison(report))
+    if pairs:
+        print("\n" + markdown_pairs(report))
+    if args.attributes is not None:
+        print("\n" + markdown_attributes(report))
+    if all(t["overall"]["scored_frames"] == 0 for t in report["trackers"].values()):
+        server = "trackingnet" if protocol == "trackingnet" else "got10k"
+        print("note: cannot score these sequences here: no frame after the first has ground truth "
+              "(a test split whose annotations are withheld: GOT-10k test, TrackingNet TEST); "
+              + (f"the {args.submission} submission zip is written below" if args.submission else
+                 f"write the evaluation server's zip with --submission {server}"), file=sys.stderr)
+    for path in written.values():
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    protocol, root, subset, dataset_label, out, variant = _dataset(args)
+    sequences, root = _sequences(args, root, subset, out)
+    store = ResultStore(out / "results", "otb" if protocol == "otb" else "got10k")
+    from common.threads import apply_thread_policy
+
+    apply_thread_policy(args.threads)          # torch, OpenCV and ONNX Runtime alike
+    labels, factories, keys, pairs = _trackers(args, sequences, root, store, variant)
     results = run_trackers(factories, sequences, store, overwrite=args.overwrite,
                            progress=not args.no_progress,
                            log=lambda m: print(m, file=sys.stderr), keys=keys, skip_bad=args.skip_bad)
@@ -323,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
     if pairs:
         compare_pairs(report, pairs)
     if args.attributes is not None:
-        report["attributes"] = attribute_report(protocol, sequences, results, attribute_map)
+        report["attributes"] = attribute_report(protocol, sequences, results, _attribute_map(args.attributes))
     written = write_report(report, out, plots=not args.no_plots)
     if args.submission is not None:
         for label, per_seq in results.items():
@@ -331,21 +360,7 @@ def run(args: argparse.Namespace) -> int:
                 written[f"submission {label}"] = write_submission(args.submission, label, per_seq, out)
             except ValueError as exc:
                 raise EvaluationError(f"--submission {args.submission}, tracker {label}: {exc}") from None
-    print(markdown_summary(report))
-    if args.baseline is not None:
-        print("\n" + markdown_comparison(report))
-    if pairs:
-        print("\n" + markdown_pairs(report))
-    if args.attributes is not None:
-        print("\n" + markdown_attributes(report))
-    if all(t["overall"]["scored_frames"] == 0 for t in report["trackers"].values()):
-        server = "trackingnet" if protocol == "trackingnet" else "got10k"
-        print("note: cannot score these sequences here: no frame after the first has ground truth "
-              "(a test split whose annotations are withheld: GOT-10k test, TrackingNet TEST); "
-              + (f"the {args.submission} submission zip is written below" if args.submission else
-                 f"write the evaluation server's zip with --submission {server}"), file=sys.stderr)
-    for path in written.values():
-        print(f"wrote {path}", file=sys.stderr)
+    _print_report(args, report, protocol, pairs, written)
     return 0
 
 

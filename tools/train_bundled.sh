@@ -5,7 +5,7 @@
 #      TRAIN_SEQUENCES (default 200), EPOCHS x PAIRS per epoch (default 3 x 18432, the budget
 #      of the bundled RE-SiamNet and SiamRPN weights: 1728 steps of 32 pairs each), TIME_LIMIT
 #      seconds per run.
-# The bundled weights in tracker/weights/ were made with this script (see README): RE-SiamNet and the
+# The bundled weights in tracker/weights/ were made with this script (see docs/training.md): RE-SiamNet and the
 # plain SiamRPN on one H200 with the defaults, the IEN SiamRPN on the CPU with the defaults, and the
 # SiamFC pair on the CPU with the configs' own budget:
 #   EPOCHS=10 PAIRS=20480 WORKERS=1 RUNS="siamfc_r8_ien:siamfc_ien siamfc_plain:siamfc_plain" \

@@ -50,7 +50,9 @@ def parse_args(argv=None):
                         "STEPS steps and keep OUT/best.pth (0 = off)")
     p.add_argument("--workers", type=int, help="DataLoader workers per process (default train.num_workers)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (a checkpoint is written)")
+    p.add_argument("--max-steps", type=int,
+                   help="stop when the run has made this many steps in all, counted from its start (also with "
+                        "--resume: --max-steps 12 goes on up to step 12); a checkpoint is written")
     p.add_argument("--export", metavar="PATH", help="write an inference checkpoint (config + weights) here")
     p.add_argument("--half", action="store_true", help="export float16 weights")
     p.add_argument("--checkpoint", metavar="FILE", help="export this checkpoint only (no training); needs --export")
@@ -83,7 +85,8 @@ def _run(args) -> int:
 
     from common.atomic import check_output_path
     from common.checkpoints import load_checkpoint
-    from training.tracking import CHECKPOINT_NAME, RunConfig, Trainer, TrainingError, export_weights, read_config
+    from training.run import CHECKPOINT_NAME
+    from training.tracking import RunConfig, Trainer, TrainingError, export_weights, read_config
 
     if args.export:               # before hours of training: --export must be writable as a file
         check_output_path(args.export)
@@ -141,7 +144,8 @@ def _run(args) -> int:
             trainer.resume(ckpt_path)
             if trainer.is_main:
                 print(f"resuming {ckpt_path} at epoch {trainer.epoch}, step {trainer.step}", file=sys.stderr)
-        summary = trainer.fit(max_steps=args.max_steps)
+        # --max-steps counts the run's steps from its start: a resumed run goes on up to that step
+        summary = trainer.fit(max_steps=None if args.max_steps is None else max(0, args.max_steps - trainer.step))
         if args.export and trainer.is_main and not summary["interrupted"]:
             summary.update(export_weights(ckpt_path, args.export, half=args.half))
         if trainer.is_main:
@@ -199,9 +203,10 @@ def main(argv=None) -> int:
     from common.checkpoints import CheckpointError
     from common.config import ConfigError
     from data import DatasetError
+    from training.run import RunFolderBusy
     from training.tracking import TrainingError
 
-    user_errors: tuple = (ConfigError, GroupSpecError, CheckpointError, DatasetError, TrainingError)
+    user_errors: tuple = (ConfigError, GroupSpecError, CheckpointError, DatasetError, TrainingError, RunFolderBusy)
     try:
         from data.synthetic import GeneratorInputError
 

@@ -29,7 +29,7 @@ from common.config import ConfigError
 from .models import SiamNet
 
 __all__ = ["NanoTrackHead", "NanoTrackNet", "import_nanotrack_v3", "nanotrack_labels", "nanotrack_losses",
-           "score_points"]
+           "score_points", "turn_score_map"]
 
 FEATURES = 96          # backbone output channels
 CORR = 64              # pixel-wise correlation maps (template cells, 8 x 8)
@@ -185,6 +185,21 @@ def nanotrack_losses(cls: torch.Tensor, loc: torch.Tensor, points: torch.Tensor,
     return {"total": cls_loss + loc_weight * reg_loss, "cls": cls_loss, "reg": reg_loss}
 
 
+def turn_score_map(scores: torch.Tensor, angle_deg: torch.Tensor, pivot: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Score maps (B, 1, R, R) on the score grid ``points`` (R*R, 2 crop px) turned by ``angle_deg``
+    (B,) counter-clockwise on screen about ``pivot`` (B, 2 crop px); cells from outside the map get 0."""
+    side = scores.shape[-1]
+    a = torch.deg2rad(angle_deg.float())[:, None]
+    c, s = torch.cos(a), torch.sin(a)
+    d = points.to(scores)[None] - pivot[:, None]                      # (B, N, 2) output cell - pivot
+    # the value at p' comes from p = pivot + R(-angle)(p' - pivot); R is CCW on screen (y down)
+    src = torch.stack([c * d[..., 0] - s * d[..., 1], s * d[..., 0] + c * d[..., 1]], -1) + pivot[:, None]
+    first, last = points[0], points[-1]
+    grid = 2 * (src - first.to(scores)) / (last - first).to(scores) - 1
+    grid = grid.reshape(scores.shape[0], side, side, 2)
+    return F.grid_sample(scores, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
 class NanoTrackNet(SiamNet):
     """NanoTrack v3 as a Siamese model of the toolkit: ``head`` gives (cls, loc); images enter as
     float RGB 0..255 without normalisation (the author's convention, channels reordered at import)."""
@@ -215,6 +230,39 @@ class NanoTrackNet(SiamNet):
     def losses(self, z_feat: torch.Tensor, x_feat: torch.Tensor, box_x: torch.Tensor, **kwargs) -> dict:
         cls, loc = self.head(z_feat, x_feat)
         return nanotrack_losses(cls, loc, self.points, box_x.to(cls.dtype))
+
+    def distillation_losses(self, z_feat: torch.Tensor, x_feat: torch.Tensor, box_x: torch.Tensor, teacher: tuple,
+                            rotation: torch.Tensor | None = None, label_weight: float = 1.0,
+                            distill_weight: float = 1.0) -> dict:
+        """Learning from a teacher's outputs on the same pairs, turned with the target.
+
+        ``teacher``: its (cls, loc) on the search crop before the pair's extra rotation
+        (``rotation``, degrees counter-clockwise, about the target: None = no rotation). Its
+        foreground probabilities, turned by ``rotation`` about the target's position, are the
+        student's targets on the turned crop (cross-entropy on every cell): the student learns to
+        answer a turned target as the teacher answers the upright one. Its edge distances are
+        targets only on unturned pairs (a turned target's box is another box); the box is learnt
+        from the ground truth too (IoU loss on its positives, weighted ``label_weight``).
+        """
+        cls, loc = self.head(z_feat, x_feat)
+        b = cls.shape[0]
+        box_x = box_x.to(cls.dtype)
+        t_cls, t_loc = teacher
+        t_fg = torch.softmax(t_cls.reshape(b, 2, -1).float(), dim=1)[:, 1]
+        upright = torch.ones(b, device=cls.device)
+        if rotation is not None:
+            t_fg = turn_score_map(t_fg.reshape(b, 1, *cls.shape[-2:]), rotation, (box_x[:, :2] + box_x[:, 2:]) / 2,
+                                  self.points).reshape(b, -1)
+            upright = (rotation.abs() < 1.0).float()
+        logp = F.log_softmax(cls.reshape(b, 2, -1).float(), dim=1)
+        distill_cls = -(t_fg * logp[:, 1] + (1 - t_fg) * logp[:, 0]).mean()
+        weight = t_fg * upright[:, None]
+        gap = loc.reshape(b, 4, -1).float().clamp_min(1e-3).log() - t_loc.reshape(b, 4, -1).float().clamp_min(1e-3).log()
+        distill_reg = (gap.abs().mean(1) * weight).sum() / weight.sum().clamp_min(1e-6)
+        parts = nanotrack_losses(cls, loc, self.points, box_x)
+        distill = distill_cls + distill_reg
+        total = label_weight * parts["reg"] + distill_weight * distill
+        return {"total": total, "cls": distill_cls, "reg": parts["reg"], "distill_reg": distill_reg}
 
     def peaks(self, head_out) -> torch.Tensor:
         """(B, 2) x, y in search-crop pixels of the cell with the highest foreground probability."""

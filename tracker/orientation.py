@@ -4,7 +4,7 @@ The tracker crops the target at init once per orientation ``theta_i = i * 360 / 
 ``crop_and_resize`` each, one batched feature extraction for all), correlates every search crop
 with all N templates in one convolution, and reads the target's rotation off the winning
 template: RE-SiamNet's group max-pool over the N response maps, whose arg-max index ``i`` gives
-``theta = i * 360 / N`` (NOTES §2). Optionally the read-out is refined below one step by a
+``theta = i * 360 / N`` (docs/re_siamnet.md). Optionally the read-out is refined below one step by a
 parabola through the winning orientation's score and its two circular neighbours, all taken
 at the response peak. The motion prior searches only orientations within ``±gamma`` of the last
 estimate (circular distance).

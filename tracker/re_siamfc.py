@@ -1,4 +1,4 @@
-"""RE-SiamNet (Gupta, Arya, Gavves, CVPR 2021), built from the paper's description (NOTES §2).
+"""RE-SiamNet (Gupta, Arya, Gavves, CVPR 2021), built from the paper's description (docs/re_siamnet.md).
 
 A SiamFC whose backbone is the e2cnn rotation-equivariant ResNet-22 (``e2-resnet22``, regular
 fields of C_Λ, Λ = 4, 8 or 16): the model is an ordinary ``type = "siamfc"`` :class:`ModelConfig`

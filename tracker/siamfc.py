@@ -1,4 +1,4 @@
-"""The SiamFC tracker (multi-scale search, cosine window, scale penalty and damping; NOTES §3).
+"""The SiamFC tracker (multi-scale search, cosine window, scale penalty and damping; siamfc-pytorch).
 
 Also the base class every Siamese tracker of the toolkit shares (:class:`SiameseTracker`: frame
 conversion, device, box checks). Per frame SiamFC does one batched forward of its ``scale_num``
@@ -149,7 +149,7 @@ class SiameseTracker(Tracker):
 
 @dataclass
 class SiamFCParams:
-    """Tracking hyper-parameters of SiamFC (defaults: siamfc-pytorch, NOTES §3)."""
+    """Tracking hyper-parameters of SiamFC (defaults: siamfc-pytorch, siamfc-pytorch)."""
 
     scale_num: int = 3
     scale_step: float = 1.0375

@@ -17,7 +17,7 @@ __all__ = ["SiamRPNParams", "SiamRPNTracker"]
 
 @dataclass
 class SiamRPNParams:
-    """Tracking hyper-parameters of SiamRPN (pysot defaults, NOTES §3)."""
+    """Tracking hyper-parameters of SiamRPN (pysot defaults, siamfc-pytorch)."""
 
     penalty_k: float = 0.04
     window_influence: float = 0.44

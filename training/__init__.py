@@ -1,2 +1,2 @@
-"""Training loops: trackers (``training.tracking``, pairs in ``training.pairs``) and classifiers
-(``training.classification``)."""
+"""Training loops: trackers (``training.tracking``) and classifiers (``training.classification``),
+on one shared layer (``training.run``: run folders, checkpoints, history, RNG states)."""

@@ -4,8 +4,9 @@
     python -m training.classification.study configs/classification/rot_digits.toml --out runs/study
 """
 from data.classification import DATASETS, ClassificationData, DatasetError, load_dataset
+from training.classification.config import TrainConfig, TrainError
 
-from .engine import GroupPoolClassifier, TrainConfig, TrainError, evaluate_checkpoint, train
+from .engine import GroupPoolClassifier, evaluate_checkpoint, train
 
 __all__ = [
     "DATASETS", "ClassificationData", "DatasetError", "GroupPoolClassifier", "TrainConfig", "TrainError",

@@ -1,6 +1,6 @@
 """Training and evaluation of the IEN classifiers (one code path for IEN, plain CNN and e2cnn models).
 
-Classifier = backbone -> group max-pool P -> global average pool -> head (NOTES §1: pooling before
+Classifier = backbone -> group max-pool P -> global average pool -> head (the IEN paper: pooling before
 the classifier; the head is one linear layer, or the authors' Linear -> BatchNorm1d -> ELU -> Linear). Each batch x is doubled with a transformed copy Tx; the loss is cross-entropy on both
 halves plus β · IEN over the backbone's watched layers (β = 0: the plain-CNN baseline, trained on the
 same doubled batches). Optimizer and schedule default to the authors' recipe: Adam (weight decay 1e-7)
@@ -11,143 +11,31 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbones import BackboneConfig, IENLoss, build_backbone, double_batch, group_max_pool, parse_group
+from backbones import IENLoss, build_backbone, double_batch, group_max_pool, parse_group
 from backbones.diagnostics import equivariance_errors
 from backbones.transforms import BatchTransform, GroupElement, group_elements, sample_transform
-from common.checkpoints import CheckpointError, load_checkpoint, save_atomic
+from common.checkpoints import CheckpointError, load_checkpoint
 from common.config import ConfigError, from_dict, to_dict
 from common.device import DeviceError
 from common.device import resolve_device as common_resolve_device
-from data.classification import DATASETS, DEFAULT_IMAGE_SIZE, ClassificationData, load_dataset
+from data.classification import DEFAULT_IMAGE_SIZE, ClassificationData, load_dataset
+from training.run import HistoryLog, RunFolder, non_finite
 
-DEFAULT_IEN_SCALES = (2.0 / 3.0, 1.5)  # zoom range of T for scale-mnist
-AUTHORS_MODELS = ("authors-cnnbasic", "e2-authors-cnnbasic")  # networks whose defaults are the authors' head, init and raw input
-HEADS = ("linear", "authors")
-INITS = ("default", "xavier")
-INPUT_NORMS = ("standardize", "unit")
-LR_SCHEDULES = ("cosine", "authors")
-# mean cross-entropy of an epoch above this many times chance level (ln classes) = a diverged run
-DIVERGED_CE_FACTOR = 100.0
-
-
-class TrainError(RuntimeError):
-    """A run that cannot start or continue (existing output, mismatching resume)."""
-
-
-def _default_backbone() -> BackboneConfig:
-    return BackboneConfig(name="cnnbasic", group="R4", width_mult=0.5, in_channels=3)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a classification run (saved in its checkpoint and metrics.json).
-
-    lr_cycle_epochs: length of one cosine cycle (None = the whole run, i.e. one cycle); at each restart
-    the peak is multiplied by lr_cycle_decay (the authors used 70-epoch cycles over 90 epochs).
-    ien_scales: (lo, hi) zoom range of T instead of rotations (scale-mnist; None = rotations of the group).
-    train_limit/test_limit: use only the first N images of a split (quick runs).
-    eq_images: test images used for the per-layer equivariance error.
-    head: "linear" (one linear layer) or "authors" (their head for this network: Linear -> BatchNorm1d ->
-    ELU -> Linear; VGG: hidden 1024 and dropout 0.5; ResNet-18: one linear layer, as in their code).
-    init: "default" (PyTorch's) or "xavier" (Xavier-uniform weights, biases 0.01, as the authors' Rot-MNIST code).
-    input_norm: "standardize" (per-channel mean/std of the train set) or "unit" (raw [0, 1] pixels).
-    head/init/input_norm None = the model's own: the authors' for authors-cnnbasic, else linear/default/standardize.
-    image_size None = the dataset's size moved to the nearest larger size at which the network is
-    exactly equivariant for 90° rotations (``Backbone.aligned_size``: ResNet-18 64 -> 65, VGG 28 -> 32).
-    lr_schedule: "cosine" (above) or "authors" (their OneCycle: warm-up over the first quarter of the cycle,
-    cosine down to lr_min at its end, lr_min after it; lr_cycle_epochs = their cyc_size, 70 of 90 epochs).
-    eval_each_epoch: test on the doubled test set (x and one rotated copy Tx per image, T drawn once per
-    run) after every epoch, for the authors' protocol (best epoch); False skips it.
-    """
-
-    dataset: str = "rot-digits"
-    data: Optional[str] = None
-    image_size: Optional[int] = None
-    backbone: BackboneConfig = field(default_factory=_default_backbone)
-    beta: float = 1.0
-    layer_weights: Optional[list] = None
-    epochs: int = 90
-    batch_size: int = 32
-    lr_max: float = 5e-3
-    lr_min: float = 1e-5
-    weight_decay: float = 1e-7
-    lr_cycle_epochs: Optional[int] = None
-    lr_cycle_decay: float = 1.0
-    seed: int = 0
-    ien_scales: Optional[list] = None
-    train_limit: Optional[int] = None
-    test_limit: Optional[int] = None
-    eq_images: int = 64
-    head: Optional[str] = None
-    init: Optional[str] = None
-    input_norm: Optional[str] = None
-    eval_each_epoch: bool = True
-    lr_schedule: str = "cosine"
-
-    def __post_init__(self):
-        if isinstance(self.backbone, dict):
-            self.backbone = from_dict(BackboneConfig, self.backbone, "backbone")
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
-        if self.backbone.in_channels != 3:
-            raise ConfigError("classification backbones take RGB input: backbone.in_channels must be 3")
-        for name in ("epochs", "batch_size", "eq_images"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("image_size", "lr_cycle_epochs", "train_limit", "test_limit"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        if not (isinstance(self.beta, (int, float)) and self.beta >= 0):
-            raise ConfigError(f"beta must be a number >= 0, got {self.beta!r}")
-        self.beta = float(self.beta)
-        spec = parse_group(self.backbone.group)
-        if self.beta > 0 and spec.is_plain:
-            raise ConfigError("beta > 0 needs orientation groups: group 'none' trains only with --beta 0")
-        for name in ("lr_max", "lr_min", "weight_decay", "lr_cycle_decay"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{name} must be a finite number, got {v!r}")
-        if not 0 < self.lr_min <= self.lr_max:
-            raise ConfigError(f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
-        if self.weight_decay < 0 or self.lr_cycle_decay <= 0:
-            raise ConfigError("weight_decay must be >= 0 and lr_cycle_decay > 0")
-        authors = self.backbone.name in AUTHORS_MODELS
-        for name, choices, own in (("head", HEADS, "authors" if authors else "linear"),
-                                   ("init", INITS, "xavier" if authors else "default"),
-                                   ("input_norm", INPUT_NORMS, "unit" if authors else "standardize")):
-            if getattr(self, name) is None:
-                setattr(self, name, own)
-            elif getattr(self, name) not in choices:
-                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if not isinstance(self.eval_each_epoch, bool):
-            raise ConfigError(f"eval_each_epoch must be true or false, got {self.eval_each_epoch!r}")
-        if self.ien_scales is not None:
-            s = list(self.ien_scales)
-            if len(s) != 2 or not 0 < s[0] < s[1]:
-                raise ConfigError(f"ien_scales must be [lo, hi] with 0 < lo < hi, got {self.ien_scales!r}")
-            self.ien_scales = [float(v) for v in s]
-        elif self.dataset == "scale-mnist":
-            self.ien_scales = list(DEFAULT_IEN_SCALES)
-        if self.layer_weights is not None:
-            try:
-                self.layer_weights = [float(w) for w in self.layer_weights]
-            except (TypeError, ValueError):
-                raise ConfigError(f"layer_weights must be numbers, got {self.layer_weights!r}") from None
-            if not self.layer_weights or not all(math.isfinite(w) and w >= 0 for w in self.layer_weights):
-                raise ConfigError(f"layer_weights must be finite numbers >= 0, got {self.layer_weights!r}")
-            if not any(self.layer_weights):
-                raise ConfigError("layer_weights are all 0: use beta 0 for the plain CNN")
+from .config import (
+    DIVERGED_CE_FACTOR,
+    HEADS,
+    TrainConfig,
+    TrainError,
+    config_differences,
+)
 
 
 def authors_head(model_name: str, features: int, num_classes: int, width_mult: float = 1.0) -> nn.Module:
@@ -384,6 +272,10 @@ def protocols(history: list[dict], test_accuracy: float) -> dict:
     return {"ours": ours, "authors": authors}
 
 
+# an epoch's training accuracy at or below this many times chance (1 / classes) is reported as a collapse
+CHANCE_FACTOR = 1.5
+
+
 def _kept(ckpt_path: Path) -> str:
     return f"; {ckpt_path} keeps the last good epoch" if ckpt_path.is_file() else "; nothing was saved"
 
@@ -416,28 +308,141 @@ def write_json_atomic(obj, path: Path) -> None:
     write_text_atomic(path, text)
 
 
-def config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
-    da, db = to_dict(a), to_dict(b)
-    diffs = []
-    for key in da:
-        if key == "backbone":
-            diffs += [f"backbone.{k}: {db[key][k]!r} vs {da[key][k]!r}" for k in da[key] if da[key][k] != db[key][k]]
-        elif da[key] != db[key]:
-            diffs.append(f"{key}: {db[key]!r} vs {da[key]!r}")
-    return diffs
-
-
-def load_run_config(path: Path) -> TrainConfig:
-    ckpt = load_checkpoint(path)
-    return from_dict(TrainConfig, ckpt["config"], "checkpoint config")
-
-
 def resolve_device(name: str | None) -> torch.device:
     """:func:`common.device.resolve_device` with its error as a ConfigError."""
     try:
         return common_resolve_device(name)
     except DeviceError as exc:
         raise ConfigError(str(exc)) from None
+
+
+@dataclass
+class _Run:
+    """What one classification run trains with (built by :func:`_prepare`)."""
+
+    cfg: TrainConfig
+    data: ClassificationData
+    normalizer: "Normalizer"
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    ien: IENLoss | None
+    device: torch.device
+    history: list
+    start_epoch: int
+    test_transform: BatchTransform | None
+
+
+def _existing_checkpoint(cfg: TrainConfig, folder: RunFolder, resume: bool) -> dict | None:
+    """The run's checkpoint to continue (``resume``), None for a new run; refuses a mismatch."""
+    ckpt_path = folder.checkpoint_path
+    if not ckpt_path.exists():
+        return None
+    if not resume:
+        raise TrainError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    ckpt = folder.load()
+    saved = from_dict(TrainConfig, ckpt["config"], f"{ckpt_path} config")
+    diffs = config_differences(cfg, saved)
+    if diffs:
+        raise TrainError(f"--resume: {folder.path} was trained with a different config ({'; '.join(diffs)}; saved vs "
+                         "requested): drop those options or choose another --out")
+    return ckpt
+
+
+def _prepare(cfg: TrainConfig, ckpt: dict | None, device, data, data_cache, log) -> _Run:
+    torch.manual_seed(cfg.seed)
+    # built before the data: the default input size depends on the network (Backbone.aligned_size)
+    probe = build_backbone(cfg.backbone)
+    size = int(ckpt["image_size"]) if ckpt is not None and ckpt.get("image_size") else resolve_image_size(cfg, probe)
+    if cfg.image_size is not None and hasattr(probe, "aligned_size") and probe.aligned_size(size) != size:
+        log(f"note: {cfg.backbone.name} is not exactly equivariant at {size} px (nearest aligned size "
+            f"{probe.aligned_size(size)}): its strided layers sample an off-centre grid")
+    if data is None:
+        key = (cfg.dataset, cfg.data, size, cfg.seed)
+        data = data_cache.get(key) if data_cache is not None else None
+        if data is None:
+            data = load_dataset(cfg.dataset, cfg.data, size, seed=cfg.seed)
+            if data_cache is not None:
+                data_cache[key] = data
+    data = data.subset(cfg.train_limit, cfg.test_limit)
+    normalizer = Normalizer(**ckpt["normalization"]) if ckpt is not None else make_normalizer(cfg, data)
+    torch.manual_seed(cfg.seed)
+    model = build_classifier(cfg, data.num_classes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay)
+    ien = IENLoss(model.spec, cfg.beta, cfg.layer_weights) if cfg.beta > 0 else None
+    watched = model.backbone.watched_names
+    if ien is not None and cfg.layer_weights is not None and len(cfg.layer_weights) != len(watched):
+        raise ConfigError(f"{len(cfg.layer_weights)} layer weights for the {len(watched)} watched layers "
+                          f"of {cfg.backbone.name} ({', '.join(watched)})")
+    start_epoch, history = 0, []
+    if ckpt is not None:
+        load_portable_state(model, ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, history = int(ckpt["epoch"]), list(ckpt.get("history", []))
+    test_transform = doubled_test_transform(cfg, len(data.test_labels)) if cfg.eval_each_epoch else None
+    return _Run(cfg, data, normalizer, model, optimizer, ien, device, history, start_epoch, test_transform)
+
+
+def _train_epoch(run: _Run, epoch: int, progress: bool, ckpt_path: Path) -> dict:
+    """One epoch over the doubled batches; its history record (diverged losses raise TrainError)."""
+    cfg, data, model = run.cfg, run.data, run.model
+    n_train = len(data.train_labels)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    double_spec, scales = _doubling_spec(cfg), tuple(cfg.ien_scales) if cfg.ien_scales is not None else None
+    t0 = time.time()
+    gen = _epoch_generator(cfg.seed, epoch)
+    order = torch.randperm(n_train, generator=gen)
+    sums = {"ce": 0.0, "ien": 0.0, "correct": 0, "seen": 0}
+    per_layer, lr = None, cfg.lr_max
+    bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
+    for i in range(steps_per_epoch):
+        lr = learning_rate(epoch * steps_per_epoch + i, steps_per_epoch, cfg)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        x = run.normalizer.unit(data.train_images[idx].to(run.device))
+        y = data.train_labels[idx].to(run.device)
+        # T acts on [0, 1] pixels so that its zero fill is black, as in the data
+        xx, transform = double_batch(x, double_spec, generator=gen, scales=scales)
+        logits, watched = model(run.normalizer.standardize(xx))
+        yy = torch.cat([y, y])
+        ce = F.cross_entropy(logits, yy)
+        loss = ce
+        if run.ien is not None:
+            ien_out = run.ien(watched, transform)
+            loss = loss + ien_out.total
+            sums["ien"] += float(ien_out.total.detach()) * len(idx)
+            per_layer = ien_out.per_layer * len(idx) if per_layer is None else per_layer + ien_out.per_layer * len(idx)
+        if non_finite({"loss": float(loss.detach())}):
+            raise TrainError(f"training diverged: loss is {float(loss.detach())} at epoch {epoch + 1}, step {i + 1} "
+                             f"(lower lr_max or beta){_kept(ckpt_path)}")
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        sums["ce"] += float(ce.detach()) * len(idx)
+        sums["correct"] += int((logits.argmax(1) == yy).sum())
+        sums["seen"] += len(idx)
+        bar.set_postfix(ce=f"{sums['ce'] / sums['seen']:.3f}", ien=f"{sums['ien'] / sums['seen']:.3g}", lr=f"{lr:.1e}")
+        bar.update()
+    bar.close()
+    seen = max(1, sums["seen"])
+    record = {"epoch": epoch + 1, "lr_end": lr, "ce": sums["ce"] / seen, "ien": sums["ien"] / seen,
+              "train_accuracy": sums["correct"] / (2 * seen), "seconds": time.time() - t0}
+    if per_layer is not None:
+        record["ien_per_layer"] = [float(v) / seen for v in per_layer]
+    return record
+
+
+def _check_epoch(run: _Run, record: dict, ckpt_path: Path, log) -> None:
+    """A diverged epoch stops the run; an epoch still at chance level is said in the log."""
+    classes = max(2, run.data.num_classes)
+    if record["ce"] > DIVERGED_CE_FACTOR * math.log(classes):
+        raise TrainError(f"training diverged: mean cross-entropy {record['ce']:.3g} in epoch {record['epoch']} "
+                         f"(chance level is {math.log(classes):.2f}; lower lr_max or beta){_kept(ckpt_path)}")
+    check_finite_model(run.model, f"in epoch {record['epoch']}")
+    if record["train_accuracy"] <= CHANCE_FACTOR / classes:
+        log(f"warning: epoch {record['epoch']}: training accuracy {100 * record['train_accuracy']:.1f}% is at chance "
+            f"level ({100 / classes:.1f}%): the network is not learning (a collapse; try a smaller beta, a warm-up "
+            f"of beta, or a lower lr_max)")
 
 
 def train(
@@ -452,140 +457,45 @@ def train(
 ) -> dict:
     """Train (or continue) the run of ``cfg`` in ``out_dir``; returns and writes its metrics.
 
-    Writes ``checkpoint.pth`` atomically after every epoch and ``metrics.json`` at the end.
-    ``data`` skips loading the dataset; ``data_cache`` (a dict) shares loaded datasets between runs
-    (the study), keyed by what defines them. A non-finite loss, weight or metric stops the run with
-    a :class:`TrainError` (nothing non-finite is saved).
+    Writes ``checkpoint.pth`` atomically after every epoch, ``history.csv`` (a row per epoch) and
+    ``metrics.json`` at the end; a second process writing the same ``out_dir`` is refused
+    (:class:`training.run.RunFolder`). ``data`` skips loading the dataset; ``data_cache`` (a dict)
+    shares loaded datasets between runs (the study), keyed by what defines them. A non-finite loss,
+    weight or metric stops the run with a :class:`TrainError` (nothing non-finite is saved).
     """
-    out_dir = Path(out_dir)
-    ckpt_path, metrics_path = out_dir / "checkpoint.pth", out_dir / "metrics.json"
+    folder = RunFolder(out_dir)
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    ckpt = None
-    if ckpt_path.exists():
-        if not resume:
-            raise TrainError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
-        ckpt = load_checkpoint(ckpt_path)
-        saved = from_dict(TrainConfig, ckpt["config"], f"{ckpt_path} config")
-        diffs = config_differences(cfg, saved)
-        if diffs:
-            raise TrainError(
-                f"--resume: {out_dir} was trained with a different config ({'; '.join(diffs)}; saved vs "
-                "requested): drop those options or choose another --out"
-            )
-        if ckpt.get("epoch", 0) >= cfg.epochs and metrics_path.is_file():
-            log(f"{out_dir}: already finished ({cfg.epochs} epochs); metrics in {metrics_path}")
+    with folder.claim():
+        ckpt = _existing_checkpoint(cfg, folder, resume)
+        metrics_path = folder.path / "metrics.json"
+        if ckpt is not None and ckpt.get("epoch", 0) >= cfg.epochs and metrics_path.is_file():
+            log(f"{folder.path}: already finished ({cfg.epochs} epochs); metrics in {metrics_path}")
             return json.loads(metrics_path.read_text())
-
-    torch.manual_seed(cfg.seed)
-    # built before the data: the default input size depends on the network (Backbone.aligned_size)
-    probe = build_backbone(cfg.backbone)
-    size = int(ckpt["image_size"]) if ckpt is not None and ckpt.get("image_size") else resolve_image_size(cfg, probe)
-    if cfg.image_size is not None and hasattr(probe, "aligned_size") and probe.aligned_size(size) != size:
-        log(f"note: {cfg.backbone.name} is not exactly equivariant at {size} px (nearest aligned size "
-            f"{probe.aligned_size(size)}): its strided layers sample an off-centre grid")
-    del probe
-    if data is None:
-        key = (cfg.dataset, cfg.data, size, cfg.seed)
-        if data_cache is not None and key in data_cache:
-            data = data_cache[key]
-        else:
-            data = load_dataset(cfg.dataset, cfg.data, size, seed=cfg.seed)
-            if data_cache is not None:
-                data_cache[key] = data
-    data = data.subset(cfg.train_limit, cfg.test_limit)
-    normalizer = Normalizer(**ckpt["normalization"]) if ckpt is not None else make_normalizer(cfg, data)
-
-    torch.manual_seed(cfg.seed)
-    model = build_classifier(cfg, data.num_classes).to(device)
-    backbone = model.backbone
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay)
-    spec = model.spec
-    ien = IENLoss(spec, cfg.beta, cfg.layer_weights) if cfg.beta > 0 else None
-    if ien is not None and cfg.layer_weights is not None and len(cfg.layer_weights) != len(backbone.watched_names):
-        raise ConfigError(
-            f"{len(cfg.layer_weights)} layer weights for the {len(backbone.watched_names)} watched layers "
-            f"of {cfg.backbone.name} ({', '.join(backbone.watched_names)})"
-        )
-    double_spec = _doubling_spec(cfg)
-    scales = tuple(cfg.ien_scales) if cfg.ien_scales is not None else None
-    test_transform = doubled_test_transform(cfg, len(data.test_labels)) if cfg.eval_each_epoch else None
-
-    start_epoch, history = 0, []
-    if ckpt is not None:
-        load_portable_state(model, ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, history = int(ckpt["epoch"]), list(ckpt.get("history", []))
-        log(f"resuming {out_dir} at epoch {start_epoch + 1}/{cfg.epochs}")
-
-    n_train = len(data.train_labels)
-    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    ce_limit = DIVERGED_CE_FACTOR * math.log(max(2, data.num_classes))
-    base = {"config": to_dict(cfg), "normalization": normalizer.to_dict(), "num_classes": data.num_classes,
-            "dataset": data.name, "image_size": data.image_size}
-    model.train()
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        gen = _epoch_generator(cfg.seed, epoch)
-        order = torch.randperm(n_train, generator=gen)
-        sums = {"ce": 0.0, "ien": 0.0, "correct": 0, "seen": 0}
-        per_layer = None
-        bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
-        for i in range(steps_per_epoch):
-            lr = learning_rate(epoch * steps_per_epoch + i, steps_per_epoch, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x = normalizer.unit(data.train_images[idx].to(device))
-            y = data.train_labels[idx].to(device)
-            # T acts on [0, 1] pixels so that its zero fill is black, as in the data
-            xx, transform = double_batch(x, double_spec, generator=gen, scales=scales)
-            logits, watched = model(normalizer.standardize(xx))
-            yy = torch.cat([y, y])
-            ce = F.cross_entropy(logits, yy)
-            loss = ce
-            if ien is not None:
-                ien_out = ien(watched, transform)
-                loss = loss + ien_out.total
-                sums["ien"] += float(ien_out.total.detach()) * len(idx)
-                per_layer = ien_out.per_layer * len(idx) if per_layer is None else per_layer + ien_out.per_layer * len(idx)
-            if not torch.isfinite(loss):
-                raise TrainError(f"training diverged: loss is {float(loss)} at epoch {epoch + 1}, step {i + 1} "
-                                 f"(lower lr_max or beta){_kept(ckpt_path)}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums["ce"] += float(ce.detach()) * len(idx)
-            sums["correct"] += int((logits.argmax(1) == yy).sum())
-            sums["seen"] += len(idx)
-            bar.set_postfix(ce=f"{sums['ce'] / sums['seen']:.3f}", ien=f"{sums['ien'] / sums['seen']:.3g}", lr=f"{lr:.1e}")
-            bar.update()
-        bar.close()
-        seen = max(1, sums["seen"])
-        record = {
-            "epoch": epoch + 1, "lr_end": lr, "ce": sums["ce"] / seen, "ien": sums["ien"] / seen,
-            "train_accuracy": sums["correct"] / (2 * seen), "seconds": time.time() - t0,
-        }
-        if record["ce"] > ce_limit:
-            raise TrainError(f"training diverged: mean cross-entropy {record['ce']:.3g} in epoch {epoch + 1} "
-                             f"(chance level is {math.log(max(2, data.num_classes)):.2f}; lower lr_max or beta)"
-                             f"{_kept(ckpt_path)}")
-        check_finite_model(model, f"in epoch {epoch + 1}")
-        if per_layer is not None:
-            record["ien_per_layer"] = [float(v) / seen for v in per_layer]
-        if test_transform is not None:
-            record["doubled_test_accuracy"] = evaluate_doubled(
-                model, data.test_images, data.test_labels, normalizer, device, test_transform)
-        history.append(record)
-        save_atomic({**base, "model": portable_state(model), "optimizer": optimizer.state_dict(),
-                     "epoch": epoch + 1, "history": history}, ckpt_path)
-        doubled = (f"  doubled test acc {100 * record['doubled_test_accuracy']:.2f}%"
-                   if "doubled_test_accuracy" in record else "")
-        log(f"epoch {epoch + 1}/{cfg.epochs}  ce {record['ce']:.4f}  ien {record['ien']:.4g}  "
-            f"train acc {100 * record['train_accuracy']:.2f}%{doubled}  ({record['seconds']:.1f}s)")
-
-    metrics = evaluate_run(model, cfg, data, normalizer, device, history)
-    metrics["run"] = out_dir.name
-    write_json_atomic(metrics, metrics_path)
+        run = _prepare(cfg, ckpt, device, data, data_cache, log)
+        if ckpt is not None:
+            log(f"resuming {folder.path} at epoch {run.start_epoch + 1}/{cfg.epochs}")
+        history_csv = HistoryLog(folder)
+        history_csv.open(run.history, 0, tensorboard=False)
+        base = {"config": to_dict(cfg), "normalization": run.normalizer.to_dict(), "num_classes": run.data.num_classes,
+                "dataset": run.data.name, "image_size": run.data.image_size}
+        run.model.train()
+        for epoch in range(run.start_epoch, cfg.epochs):
+            record = _train_epoch(run, epoch, progress, folder.checkpoint_path)
+            _check_epoch(run, record, folder.checkpoint_path, log)
+            if run.test_transform is not None:
+                record["doubled_test_accuracy"] = evaluate_doubled(
+                    run.model, run.data.test_images, run.data.test_labels, run.normalizer, device, run.test_transform)
+            run.history.append(record)
+            folder.save({**base, "model": portable_state(run.model), "optimizer": run.optimizer.state_dict(),
+                         "epoch": epoch + 1, "history": run.history})
+            history_csv.log([{k: v for k, v in r.items() if k != "ien_per_layer"} for r in run.history])
+            doubled = (f"  doubled test acc {100 * record['doubled_test_accuracy']:.2f}%"
+                       if "doubled_test_accuracy" in record else "")
+            log(f"epoch {epoch + 1}/{cfg.epochs}  ce {record['ce']:.4f}  ien {record['ien']:.4g}  "
+                f"train acc {100 * record['train_accuracy']:.2f}%{doubled}  ({record['seconds']:.1f}s)")
+        metrics = evaluate_run(run.model, cfg, run.data, run.normalizer, device, run.history)
+        metrics["run"] = folder.path.name
+        write_json_atomic(metrics, metrics_path)
     authors = metrics["protocols"]["authors"]
     log(f"test accuracy {100 * metrics['test_accuracy']:.2f}% (ours: last epoch)"
         + (f", {100 * authors['accuracy']:.2f}% (authors': best epoch {authors['epoch']} on the doubled test set)"

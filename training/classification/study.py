@@ -52,8 +52,8 @@ def load_study(path: str | Path, epochs: int | None = None, only: list[str] | No
     """Parse and validate a study file (every run's config is checked before anything trains)."""
     from backbones import BackboneConfig, GroupSpecError
     from common.config import ConfigError, from_dict, to_dict
+    from training.classification.config import TrainConfig
 
-    from .engine import TrainConfig
     from .train import DEFAULT_WIDTH
 
     path = Path(path)
@@ -315,8 +315,8 @@ def main(argv=None) -> int:
     from common.checkpoints import CheckpointError
     from common.config import ConfigError
     from data.classification import DatasetError
-
-    from .engine import TrainError
+    from training.classification.config import TrainError
+    from training.run import RunFolderBusy
 
     if args.threads is not None:
         if args.threads < 1:
@@ -330,7 +330,7 @@ def main(argv=None) -> int:
     try:
         rows = run_study(args.study, args.out, args.epochs, args.only.split(",") if args.only else None,
                          args.device, not args.no_progress, command)
-    except (StudyError, ConfigError, GroupSpecError, DatasetError, CheckpointError, TrainError) as exc:
+    except (StudyError, ConfigError, GroupSpecError, DatasetError, CheckpointError, TrainError, RunFolderBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

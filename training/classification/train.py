@@ -99,8 +99,7 @@ def explicit_overrides(args: argparse.Namespace) -> dict:
 def make_config(over: dict):
     from backbones import BackboneConfig
     from common.config import from_dict, to_dict
-
-    from .engine import TrainConfig
+    from training.classification.config import TrainConfig
 
     dataset = over.get("dataset", "rot-digits")
     backbone = to_dict(BackboneConfig(name="cnnbasic", group="R4", width_mult=DEFAULT_WIDTH.get(dataset, 1.0), in_channels=3))
@@ -125,8 +124,10 @@ def main(argv=None) -> int:
     from common.checkpoints import CheckpointError
     from common.config import ConfigError, from_dict, to_dict
     from data.classification import DatasetError
+    from training.classification.config import TrainConfig, TrainError, load_run_config
+    from training.run import RunFolderBusy
 
-    from .engine import TrainConfig, TrainError, load_run_config, train
+    from .engine import train
 
     if args.threads is not None:
         if args.threads < 1:
@@ -143,7 +144,7 @@ def main(argv=None) -> int:
             cfg = make_config(over)
         out = Path(args.out) if args.out else default_out(cfg)
         train(cfg, out, resume=args.resume, device=args.device, progress=not args.no_progress)
-    except (CLIError, ConfigError, GroupSpecError, DatasetError, CheckpointError, TrainError) as exc:
+    except (CLIError, ConfigError, GroupSpecError, DatasetError, CheckpointError, TrainError, RunFolderBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

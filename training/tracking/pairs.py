@@ -184,7 +184,8 @@ class PairSampler(torch.utils.data.Dataset):
 
     def __init__(self, sequences, pairs_per_epoch: int = 10000, exemplar_size=127, instance_size=255, context=0.5,
                  frame_range=100, augment=True, max_rotation_deg=0.0, seed=0, *, max_stretch=0.05,
-                 max_shift=4.0, gray_prob=0.2, color_jitter=0.1, blur_prob=0.1, frame_filter: FrameFilter = FrameFilter()):
+                 max_shift=4.0, gray_prob=0.2, color_jitter=0.1, blur_prob=0.1, frame_filter: FrameFilter = FrameFilter(),
+                 upright_twin: bool = False):
         super().__init__()
         if int(pairs_per_epoch) < 1:
             raise ValueError(f"pairs_per_epoch must be >= 1, got {pairs_per_epoch}")
@@ -202,6 +203,7 @@ class PairSampler(torch.utils.data.Dataset):
         self.max_stretch, self.max_shift = float(max_stretch), float(max_shift)
         self.gray_prob, self.color_jitter, self.blur_prob = float(gray_prob), float(color_jitter), float(blur_prob)
         self.frame_filter = frame_filter
+        self.upright_twin = bool(upright_twin)    # also the search crop without the extra rotation
         self._unreadable: dict[str, str] = {}      # path -> reason: frames skipped in this process (for errors)
         self.entries = self._index(list(sequences))
         self._first_ids = np.cumsum([0] + [self._frames_of(k) for k in range(len(self.entries))])
@@ -342,13 +344,22 @@ class PairSampler(torch.utils.data.Dataset):
         rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
         centre_x = target_x - (side_x / ex) * rot @ shift
         x, x_box = self._crop(path_x, box_x, centre_x, side_x, ex, sampling_angle, interp_x)
+        searches = [x]
+        if self.upright_twin:     # the same search crop unturned: the target at the same crop position
+            searches.append(self._crop(path_x, box_x, target_x - (side_x / ex) * shift, side_x, ex, 0.0, interp_x)[0])
 
         if aug:       # colour changes as one affine colour map per crop, on uint8 (fast)
             z = cv2.transform(z, _color_matrix(z, gray, jitter_z))
-            x = cv2.transform(x, _color_matrix(x, gray, jitter_x))
+            colour = _color_matrix(x, gray, jitter_x)
+            searches = [cv2.transform(crop, colour) for crop in searches]
             if blur_sigma > 0:
-                x = cv2.GaussianBlur(x, (0, 0), blur_sigma)
-        return {
+                searches = [cv2.GaussianBlur(crop, (0, 0), blur_sigma) for crop in searches]
+        x = searches[0]
+        twin = {}
+        if self.upright_twin:
+            twin = {"x_upright": torch.from_numpy(np.ascontiguousarray(searches[1].transpose(2, 0, 1), dtype=np.float32)),
+                    "rotation_x": torch.tensor(rotation, dtype=torch.float32)}
+        return {**twin,
             "z": torch.from_numpy(np.ascontiguousarray(z.transpose(2, 0, 1), dtype=np.float32)),
             "x": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)),
             "box_z": torch.tensor(z_box, dtype=torch.float32),
@@ -407,11 +418,12 @@ class PhotoPairSampler(PairSampler):
 
     def __init__(self, photos, pairs_per_epoch: int = 10000, exemplar_size=127, instance_size=255, context=0.5,
                  augment=True, max_rotation_deg=180.0, seed=0, *, max_stretch=0.25, max_shift=48.0,
-                 gray_prob=0.2, color_jitter=0.15, blur_prob=0.2, frame_filter: FrameFilter = FrameFilter()):
+                 gray_prob=0.2, color_jitter=0.15, blur_prob=0.2, frame_filter: FrameFilter = FrameFilter(),
+                 upright_twin: bool = False):
         super().__init__(photos, pairs_per_epoch, exemplar_size, instance_size, context, 1, augment,
                          max_rotation_deg, seed, max_stretch=max_stretch, max_shift=max_shift,
                          gray_prob=gray_prob, color_jitter=color_jitter, blur_prob=blur_prob,
-                         frame_filter=frame_filter)
+                         frame_filter=frame_filter, upright_twin=upright_twin)
 
     def _index(self, photos) -> list:
         if not photos:
