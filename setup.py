@@ -45,5 +45,5 @@ setup(
         "onnx>=1.15",
     ],
     extras_require={"test": ["pytest"], "logs": ["tensorboard"]},   # logs: TensorBoard events of training
-    package_data={"tracker": ["weights/*.pth", "weights/generated/*.pth"]},
+    package_data={"tracker": ["weights/*.pth", "weights/generated/*.pth", "weights/*.md", "weights/LICENSE-*"]},
 )

@@ -21,6 +21,7 @@ BACKBONES = {
     "nanotrack-v3": NanoTrackV3Backbone,
 }
 STEERABLE_BACKBONES = ("e2-cnnbasic", "e2-authors-cnnbasic", "e2-resnet22")
+MAX_WIDTH_MULT = 16.0
 
 
 @dataclass
@@ -39,8 +40,11 @@ class BackboneConfig:
                 f"{', '.join(list(BACKBONES) + list(STEERABLE_BACKBONES))}"
             )
         parse_group(self.group)
-        if not self.width_mult > 0:
-            raise ConfigError(f"width_mult must be positive, got {self.width_mult}")
+        # channels grow with width_mult and weights with its square: 16 (16x the paper's widths,
+        # 256x its parameters) is far past any useful network and still far from exhausting memory
+        if isinstance(self.width_mult, bool) or not isinstance(self.width_mult, (int, float)) \
+                or not 0 < self.width_mult <= MAX_WIDTH_MULT:
+            raise ConfigError(f"width_mult must be a number in (0, {MAX_WIDTH_MULT:g}], got {self.width_mult!r}")
 
 
 def build_backbone(config: BackboneConfig | dict | str, **overrides) -> Backbone:

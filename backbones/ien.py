@@ -42,16 +42,22 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> t
 
 
 class IENLoss(nn.Module):
-    """β · Σ_j w_j MSE(P f_j(x), T⁻¹ P f_j(Tx)) over a backbone's watched feature maps."""
+    """β · Σ_j w_j MSE(P f_j(x), T⁻¹ P f_j(Tx)) over a backbone's watched feature maps.
+
+    ``normalize``: each L_j divided by mean(P f_j(x)²) (held constant in the gradient): the error
+    relative to the features' own energy, which the network cannot lower by shrinking its features
+    (the authors' loss is the raw MSE, ``normalize=False``)."""
 
     def __init__(
         self,
         spec: GroupSpec | str,
         beta: float = 1.0,
         layer_weights: Sequence[float] | None = None,
+        normalize: bool = False,
     ):
         super().__init__()
         self.spec = parse_group(spec)
+        self.normalize = bool(normalize)
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         if beta > 0 and self.spec.is_plain:
@@ -76,7 +82,10 @@ class IENLoss(nn.Module):
             p_x, p_tx = pooled[:n], pooled[n:]
             back = transform.invert(p_tx)
             mask = transform.valid_mask(*back.shape[-2:], device=back.device, dtype=back.dtype)
-            losses.append(masked_mse(p_x, back, mask))
+            loss = masked_mse(p_x, back, mask)
+            if self.normalize:         # relative to the pooled features' energy: shrinking them gains nothing
+                loss = loss / p_x.detach().pow(2).mean().clamp_min(1e-12)
+            losses.append(loss)
         return torch.stack(losses)
 
     def forward(self, watched: Sequence[torch.Tensor], transform: BatchTransform) -> IENLossOutput:

@@ -67,6 +67,7 @@ from .sequence import (
     _read_table,
     _select,
     _subdirs,
+    read_text_file,
 )
 
 __all__ = ["BenchmarkSequence", "UAV123_ATTRIBUTES", "VOT_TAGS",
@@ -97,18 +98,9 @@ class BenchmarkSequence(Sequence):
 _SPLIT = re.compile(r"[,\s]+")
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise DatasetError(f"file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read {path}: {exc}") from None
-
-
 def _read_flags(path: Path, length: int | None = None, *, pad: bool = False) -> np.ndarray:
     """0/1 flags, comma or whitespace separated, on one line or one per line."""
-    fields = [f for f in _SPLIT.split(_read_text(path).strip()) if f]
+    fields = [f for f in _SPLIT.split(read_text_file(path).strip()) if f]
     if not fields:
         raise DatasetError(f"{path}: file is empty")
     try:
@@ -126,7 +118,7 @@ def _read_flags(path: Path, length: int | None = None, *, pad: bool = False) -> 
 
 
 def _names_file(path: Path) -> list[str]:
-    names = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+    names = [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
     if not names:
         raise DatasetError(f"{path}: no sequence names")
     return names
@@ -162,7 +154,7 @@ def _trackingnet_chunks(root: Path) -> list[Path]:
 def _vot_frames_dir(folder: Path) -> Path:
     sequence_file = folder / "sequence"
     if sequence_file.is_file():
-        for line in _read_text(sequence_file).splitlines():
+        for line in read_text_file(sequence_file).splitlines():
             key, _, value = line.partition("=")
             if key.strip() == "channels.color" and value.strip():
                 return (folder / value.strip()).parent
@@ -235,7 +227,7 @@ def _lasot_sequence(folder: Path) -> BenchmarkSequence:
     if flags:
         absent = np.logical_or.reduce(list(flags.values()))
     nlp = folder / "nlp.txt"
-    description = _read_text(nlp).strip() if nlp.is_file() else ""
+    description = read_text_file(nlp).strip() if nlp.is_file() else ""
     return BenchmarkSequence(folder.name, [str(p) for p in frames], boxes, absent=absent,
                              source=folder.name, description=description)
 
@@ -252,7 +244,7 @@ def parse_config_seqs(path) -> dict[str, tuple[str, int, int]]:
     endFrame) -> {name: (frame folder name, first frame, last frame)}."""
     path = Path(path)
     ranges = {}
-    for match in _CONFIG_SEQ.finditer(_read_text(path)):
+    for match in _CONFIG_SEQ.finditer(read_text_file(path)):
         folder = [p for p in re.split(r"[\\/]", match["path"]) if p]
         if not folder:
             raise DatasetError(f"{path}: sequence {match['name']!r} has an empty path")
@@ -311,7 +303,7 @@ def _load_uav123(root: Path, subset, names, skip_bad, frame_ranges=None) -> list
 def _json_ranges(path: Path) -> dict:
     """A JSON file {name: {"folder_name", "start_frame", "end_frame"}} (the got10k table's form)."""
     try:
-        table = json.loads(_read_text(path))
+        table = json.loads(read_text_file(path))
         return {n: (m["folder_name"], int(m["start_frame"]), int(m["end_frame"]))
                 for n, m in table.items()}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -404,7 +396,7 @@ def _vot_sequence(folder: Path) -> BenchmarkSequence:
     frames = _frame_files(_vot_frames_dir(folder))
     n = len(frames)
     gt_file = folder / "groundtruth.txt"
-    lines = [line for line in _read_text(gt_file).splitlines() if line.strip()]
+    lines = [line for line in read_text_file(gt_file).splitlines() if line.strip()]
     if len(lines) != n:
         raise DatasetError(f"{gt_file}: {len(lines)} ground-truth rows but {n} frames")
     polygons = np.stack([_vot_region(line, gt_file, i) for i, line in enumerate(lines, 1)])

@@ -15,8 +15,10 @@ Conversion of pixel types (:func:`to_uint8`), the same whatever decoded the fram
 :func:`read_frame` decodes a file: a JPEG that does not end with its end-of-image marker through
 Pillow, which reports a truncated file (OpenCV returns the decoded part padded with gray and only
 logs a warning), a complete JPEG and everything else through
-OpenCV (16-bit and float TIFF, PNG...), with Pillow as a fallback. Importing this module is light
-(no torch).
+OpenCV (16-bit and float TIFF, PNG...), with Pillow as a fallback. EXIF orientation is ignored
+(the stored pixel order, which benchmarks annotate), whichever library decodes; a header claiming
+more than MAX_FRAME_SIDE / MAX_FRAME_PIXELS is refused before decoding. Importing this module is
+light (no torch).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = ["TrackerError", "FrameError", "to_uint8", "as_rgb", "read_frame", "frame_size",
-           "check_frame_size"]
+           "check_frame_size", "check_image_header", "COLOR_FLAGS"]
 
 
 class TrackerError(ValueError):
@@ -105,6 +107,35 @@ def _is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
 
 
+# The largest frame decoded: 16384 px a side and 2**27 pixels (Pillow refuses twice its 89 Mpixel
+# limit anyway); a header claiming more (a typo, a damaged or hostile file) is refused before
+# anything is allocated.
+MAX_FRAME_SIDE, MAX_FRAME_PIXELS = 16384, 1 << 27
+# EXIF orientation is ignored everywhere (stored pixel order): benchmarks annotate the stored
+# pixels, and decoding JPEGs by one library or another must not turn a frame against its boxes.
+COLOR_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def check_image_header(data: bytes, where: str) -> None:
+    """Refuse an image whose header claims a size beyond MAX_FRAME_SIDE / MAX_FRAME_PIXELS (read
+    from the header alone, nothing decoded)."""
+    import io
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:  # beyond twice Pillow's own limit: larger than ours too
+        raise FrameError(f"{where}: its header claims too many pixels to decode ({exc})") from None
+    except (OSError, ValueError, UnidentifiedImageError):
+        return                                   # not Pillow's format: the decoders say what is wrong
+    if max(width, height) > MAX_FRAME_SIDE or width * height > MAX_FRAME_PIXELS:
+        raise FrameError(f"{where}: its header claims {width}x{height} pixels, beyond the {MAX_FRAME_SIDE} px a side "
+                         f"and {MAX_FRAME_PIXELS} pixels this toolkit decodes (a damaged or wrong file?)")
+
+
 def read_frame(path) -> np.ndarray:
     """Decode an image file as HxWx3 uint8 RGB; FrameError naming the file when it cannot be read,
     is truncated or holds pixels that cannot be converted faithfully."""
@@ -116,6 +147,7 @@ def read_frame(path) -> np.ndarray:
         raise FrameError(f"cannot read {where}: {exc.strerror or exc}") from None
     if not data:
         raise FrameError(f"{where}: empty file")
+    check_image_header(data, where)
     if not _is_jpeg(data):
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if decoded is not None and decoded.size:
@@ -124,7 +156,7 @@ def read_frame(path) -> np.ndarray:
         # A complete JPEG (it ends with the end-of-image marker, which a cut-off file lacks): OpenCV
         # decodes it ~3x faster than Pillow, to the same pixels (both use libjpeg-turbo's defaults;
         # checked on the real test frames). Anything else goes through Pillow, which reports truncation.
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), COLOR_FLAGS)
         if decoded is not None and decoded.size:
             return np.ascontiguousarray(decoded[:, :, ::-1])
     import io

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from common.atomic import replaced_directory, temp_path_beside, write_text_atomic
+from common.threads import max_workers
 
 from .sprites import _COLOR_PHOTOS, _GRAY_PHOTOS, GeneratorInputError, _list_images
 from .synthetic import (
@@ -32,7 +33,10 @@ from .synthetic import (
     generate_sequence,
 )
 
-__all__ = ["generate_dataset", "write_sequence", "default_dataset", "default_dataset_spec", "sequence_seed"]
+__all__ = ["generate_dataset", "write_sequence", "default_dataset", "default_dataset_spec", "sequence_seed",
+           "MAX_SEQUENCES"]
+
+MAX_SEQUENCES = 100_000     # sequences of one generated dataset (one folder each, listed in list.txt)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,12 +98,19 @@ def generate_dataset(root, num_sequences: int, seed: int = 0, subset: str = "tra
     """
     GeneratorOptions.from_kwargs(options)        # reject bad input before any work
     seed = _check_seed(seed)
-    _check_arguments(num_frames, frame_size, rotation_speed)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= max_workers():
+        raise GeneratorInputError(f"workers must be a whole number from 1 to {max_workers()} (a few per CPU of this "
+                                  f"machine), got {workers!r}")
+    if isinstance(num_sequences, bool) or not isinstance(num_sequences, (int, np.integer)) \
+            or not 1 <= num_sequences <= MAX_SEQUENCES:
+        raise GeneratorInputError(f"num_sequences must be a whole number from 1 to {MAX_SEQUENCES}, "
+                                  f"got {num_sequences!r}")
+    # generating is CPU-bound: no more processes than CPUs (or sequences)
+    processes = min(workers, os.cpu_count() or 1, int(num_sequences))
+    _check_arguments(num_frames, frame_size, rotation_speed, sequences_at_once=processes)
     for folder in (object_dir, background_dir):
         if folder is not None:
             _list_images(folder, "object" if folder is object_dir else "background")
-    if int(num_sequences) < 1:
-        raise GeneratorInputError(f"num_sequences must be >= 1, got {num_sequences}")
     if not subset or "/" in subset or subset.startswith("."):
         raise GeneratorInputError(f"bad subset name {subset!r}")
     out = Path(root) / subset
@@ -117,8 +128,8 @@ def generate_dataset(root, num_sequences: int, seed: int = 0, subset: str = "tra
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(jobs), desc=f"generating {subset}", unit="seq")
-    if workers and workers > 1:
-        with ProcessPoolExecutor(max_workers=int(workers)) as pool:
+    if processes > 1:
+        with ProcessPoolExecutor(max_workers=processes) as pool:
             for _ in pool.map(_generate_and_write, jobs):
                 bar is not None and bar.update()
     else:

@@ -43,6 +43,7 @@ from .sequence import (
     _read_table,
     _select,
     _subdirs,
+    read_text_file,
 )
 
 __all__ = ["is_got10k", "is_otb", "load_got10k", "load_otb"]
@@ -186,7 +187,7 @@ def _otb_gt_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("groundtruth*.txt"))
     nonempty = []
     for f in files:
-        if f.stat().st_size == 0 or not f.read_text().strip():
+        if f.stat().st_size == 0 or not read_text_file(f).strip():
             continue       # e.g. the empty groundtruth_rect.1.txt of Human4
         nonempty.append(f)
     return nonempty
@@ -237,7 +238,7 @@ def load_got10k(root: Path, subset=None, names=None, skip_bad: bool = False) -> 
     subset_dir = _got10k_subset_dir(root, subset)
     list_file = subset_dir / "list.txt"
     if list_file.is_file():
-        candidates = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        candidates = [line.strip() for line in read_text_file(list_file).splitlines() if line.strip()]
         if not candidates:
             raise DatasetError(f"{list_file}: no sequence names")
     else:

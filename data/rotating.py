@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,15 +26,17 @@ import numpy as np
 import shapely
 
 from common.atomic import replaced_directory, write_text_atomic
+from common.locks import LOCK_NAME, FolderLock
 
 from .frames import FrameError, read_frame
 from .layouts import load_sequences
-from .sequence import DatasetError, DatasetWarning, Sequence, box_to_polygon
+from .sequence import DatasetError, DatasetWarning, Sequence, box_to_polygon, sequence_identity
 
 __all__ = ["make_rotating", "rotation_matrices", "rotate_polygons", "polygon_bounding_boxes",
            "cover_classes", "INFO_FILE"]
 
 INFO_FILE = "rotating_info.json"
+SOURCE_FILE = "source.json"          # in each finished sequence: the content key of its source
 MAX_DEG_PER_FRAME = 360.0     # beyond a turn per frame the rate is meaningless (and 1e308 overflows the angles)
 _BORDERS = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}
 
@@ -166,6 +169,14 @@ def _write_sequence(seq: Sequence, out_dir: Path, deg_per_frame: float, border: 
         f"resolution: ({width}, {height})\n")
 
 
+def _made_from(folder: Path) -> str | None:
+    """The source content key a finished rotating sequence was made from (None: unknown)."""
+    try:
+        return json.loads((folder / SOURCE_FILE).read_text()).get("source_sequence")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def make_rotating(src_root, dst_root, deg_per_frame: float, layout: str = "auto",
                   border: str = "replicate", max_sequences: int | None = None, *,
                   subset: str | None = None, names=None, skip_bad: bool = False,
@@ -176,7 +187,9 @@ def make_rotating(src_root, dst_root, deg_per_frame: float, layout: str = "auto"
     Each sequence is written into a temporary folder and renamed into place when complete,
     so an interrupted run resumes where it stopped: finished sequences are kept (unless
     ``overwrite``). ``dst_root`` remembers the settings it was made with; reusing it with
-    other settings is refused. Returns ``dst_root`` as a Path.
+    other settings is refused. Each finished sequence remembers the content it was made from
+    (:func:`data.sequence.sequence_identity`: annotations and the bytes of every frame); one whose
+    source changed since is rebuilt, never reused. Returns ``dst_root`` as a Path.
     """
     if border not in _BORDERS:
         raise ValueError(f"unknown border mode {border!r} (use replicate or constant)")
@@ -194,7 +207,13 @@ def make_rotating(src_root, dst_root, deg_per_frame: float, layout: str = "auto"
 
     settings = {"source": str(src_root.resolve()), "deg_per_frame": deg_per_frame,
                 "border": border, "layout": layout, "subset": subset}
-    dst_root.mkdir(parents=True, exist_ok=True)
+    with FolderLock(dst_root):          # one writer: a second maker would replace what the first reads
+        return _make(sequences, src_root, dst_root, settings, deg_per_frame, border, skip_bad, overwrite,
+                     progress, workers)
+
+
+def _make(sequences, src_root: Path, dst_root: Path, settings: dict, deg_per_frame: float, border: str,
+          skip_bad: bool, overwrite: bool, progress: bool, workers: int | None) -> Path:
     info_file = dst_root / INFO_FILE
     if info_file.is_file() and not overwrite:
         try:
@@ -205,7 +224,7 @@ def make_rotating(src_root, dst_root, deg_per_frame: float, layout: str = "auto"
             raise DatasetError(f"{dst_root} already holds a rotating dataset made with other "
                                f"settings (see {info_file}); choose another folder or "
                                "overwrite it")
-    elif not info_file.is_file() and any(dst_root.iterdir()) and not overwrite:
+    elif not info_file.is_file() and any(p.name != LOCK_NAME for p in dst_root.iterdir()) and not overwrite:
         raise DatasetError(f"{dst_root} is not empty and was not made by make_rotating; "
                            "choose an empty folder")
     # settings first, so that an interrupted run is recognised and resumed
@@ -220,13 +239,18 @@ def make_rotating(src_root, dst_root, deg_per_frame: float, layout: str = "auto"
     written = []
     for seq in iterator:
         final = dst_root / seq.name
+        source = sequence_identity(seq, src_root)   # the content the copy derives from
         if final.is_dir() and not overwrite:
-            written.append(seq)
-            continue                 # renamed into place only when complete
+            if _made_from(final) == source:
+                written.append(seq)
+                continue             # renamed into place only when complete, from this very source
+            print(f"{seq.name}: its source changed since the rotating copy was made (or the copy predates "
+                  f"source keys): rebuilt", file=sys.stderr)
         try:
             with replaced_directory(final) as tmp:
                 source_dir = str(Path(seq.img_files[0]).parent.resolve())
                 _write_sequence(seq, tmp, deg_per_frame, border, source_dir, workers)
+                write_text_atomic(tmp / SOURCE_FILE, json.dumps({"source_sequence": source}) + "\n")
         except DatasetError as exc:  # an unreadable or truncated frame
             if not skip_bad:
                 raise

@@ -12,7 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from .sequence import IMAGE_EXTENSIONS
+
+MIN_IMAGE_SIDE = 16     # a user's object or background picture
+MIN_OPAQUE_SIDE = 8     # the opaque part of an object picture with an alpha channel (the sprites' least side)
 
 _COLOR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                  "immunohistochemistry", "retina", "colorwheel")
@@ -40,9 +43,9 @@ def _list_images(folder, what: str) -> list:
     folder = Path(folder)
     if not folder.is_dir():
         raise GeneratorInputError(f"{what} folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise GeneratorInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {what} folder {folder}")
+        raise GeneratorInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {what} folder {folder}")
     return [str(p) for p in files]
 
 
@@ -64,9 +67,19 @@ def _read_user_image(path: str) -> tuple:
             alpha = None
     else:
         rgb = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
-    if min(rgb.shape[:2]) < 16:
-        raise GeneratorInputError(f"image too small (< 16 px): {path}")
+    if min(rgb.shape[:2]) < MIN_IMAGE_SIDE:
+        raise GeneratorInputError(f"image too small ({rgb.shape[1]}x{rgb.shape[0]} px, less than {MIN_IMAGE_SIDE} "
+                                  f"px a side): {path}")
     return rgb, alpha
+
+
+def _check_opaque_part(alpha: np.ndarray, path: str) -> None:
+    """An object cut out by its alpha: its opaque part is scaled to the target's size, so a few
+    opaque pixels would be blown up into a blurred, featureless target."""
+    rows, cols = np.flatnonzero((alpha >= 0.5).any(axis=1)), np.flatnonzero((alpha >= 0.5).any(axis=0))
+    if rows.size and min(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 < MIN_OPAQUE_SIDE:
+        raise GeneratorInputError(f"the opaque part of {path} is {cols[-1] - cols[0] + 1}x{rows[-1] - rows[0] + 1} px, "
+                                  f"less than {MIN_OPAQUE_SIDE} px a side")
 
 
 class _ImagePool:
@@ -75,6 +88,7 @@ class _ImagePool:
     def __init__(self, folder=None, what="object"):
         self.files = _list_images(folder, what) if folder is not None else None
         self.names = tuple(self.files) if self.files else _COLOR_PHOTOS + _GRAY_PHOTOS
+        self.what = what
 
     def __len__(self):
         return len(self.names)
@@ -85,6 +99,8 @@ class _ImagePool:
         tint = rng.uniform(0.55, 1.0, 3)      # drawn always, so the stream does not depend on the source
         if self.files is not None:
             rgb, alpha = _read_user_image(name)
+            if alpha is not None and self.what == "object":
+                _check_opaque_part(alpha, name)
             return rgb, alpha, os.path.basename(name)
         rgb = _skimage_photo(name)
         if name in _GRAY_PHOTOS:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from common.threads import memory_bytes
+
 from .sprites import (
     GeneratorInputError,
     _bar_sprite,
@@ -71,6 +73,8 @@ _DEFAULT_FRAME_SIZE = (320, 240)
 
 
 MAX_FRAME_SIDE = 4096
+MAX_FRAMES = 100_000      # frames of one sequence (all of them are held in memory until written)
+MEMORY_SHARE = 0.5        # the frames being generated at once may fill at most this share of the machine's memory
 
 
 def _check_seed(seed) -> int:
@@ -159,19 +163,28 @@ class GeneratedSequence:
 
 
 # ------------------------------------------------------------------------------------------------
-def _check_arguments(num_frames, frame_size, rotation_speed) -> tuple:
+def _check_arguments(num_frames, frame_size, rotation_speed, sequences_at_once: int = 1) -> tuple:
+    """(num_frames, (width, height), (low, high) speed), checked before anything is drawn: at most
+    ``MAX_FRAMES`` frames, and ``sequences_at_once`` sequences' frames (one per worker process)
+    within ``MEMORY_SHARE`` of the machine's memory."""
     try:
-        n = int(num_frames)
         width, height = (int(v) for v in frame_size)
         lo_speed, hi_speed = (float(v) for v in rotation_speed)
     except (TypeError, ValueError):
         raise GeneratorInputError(f"bad num_frames / frame_size / rotation_speed: {num_frames!r}, "
                                   f"{frame_size!r}, {rotation_speed!r}") from None
-    if n < 1:
-        raise GeneratorInputError(f"num_frames must be >= 1, got {num_frames}")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) \
+            or not 1 <= num_frames <= MAX_FRAMES:
+        raise GeneratorInputError(f"num_frames must be a whole number from 1 to {MAX_FRAMES}, got {num_frames!r}")
+    n = int(num_frames)
     if width < 32 or height < 32 or width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE:
         raise GeneratorInputError(f"frame_size must be between 32x32 and {MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}, "
                                   f"got {tuple(frame_size)}")
+    need, memory = n * width * height * 3 * sequences_at_once, memory_bytes()
+    if memory is not None and need > MEMORY_SHARE * memory:
+        raise GeneratorInputError(f"{sequences_at_once} x {n} frames of {width}x{height} take {need / 2 ** 30:.1f} GiB, "
+                                  f"more than {MEMORY_SHARE:.0%} of this machine's {memory / 2 ** 30:.1f} GiB: "
+                                  "fewer frames, smaller frames or fewer workers")
     if not 0 <= lo_speed <= hi_speed <= 360:
         raise GeneratorInputError(f"rotation_speed must be (low, high) degrees per frame with 0 <= low <= high <= 360, "
                                   f"got {tuple(rotation_speed)}")

@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 
 from .frames import TrackerError
+from .sequence import IMAGE_EXTENSIONS
 
-__all__ = ["FrameSource", "VideoError", "IMAGE_SUFFIXES", "natural_key", "bgr_to_rgb"]
+__all__ = ["FrameSource", "VideoError", "natural_key", "bgr_to_rgb"]
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 class VideoError(TrackerError):
@@ -65,10 +65,10 @@ class FrameSource:
         path = Path(spec)
         if path.is_dir():
             # natural order: 2.jpg before 10.jpg (a plain text sort would track 1, 10, 11, 2, ...)
-            self.files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+            self.files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
                                 key=natural_key)
             if not self.files:
-                raise VideoError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {spec}")
+                raise VideoError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {spec}")
             self.count = len(self.files)
         elif path.is_file():
             self.capture = quiet_capture(str(path))

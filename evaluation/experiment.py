@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,10 +36,11 @@ from PIL import Image
 
 from common.atomic import write_text_atomic
 from data import DatasetError, DatasetWarning, Sequence, box_to_polygon
+from data.sequence import file_sha256
 
 __all__ = ["SequenceResult", "ResultStore", "track_sequence", "run_trackers",
            "write_table_atomic", "TrackerSpecError", "TrackingError", "parse_tracker_spec",
-           "build_named_tracker", "tracker_identity", "sequence_identity", "result_key"]
+           "build_named_tracker", "tracker_identity", "result_key"]
 
 
 class TrackerSpecError(ValueError):
@@ -114,27 +114,6 @@ def build_named_tracker(name: str, checkpoint=None, device: str | None = None, b
         raise TrackerSpecError(f"cannot build tracker {name!r}: {message}") from None
 
 
-_SHA256: dict[tuple, str] = {}
-
-
-def _file_sha256(path) -> str | None:
-    """SHA-256 of a file's content (None when there is no such file), computed once per process
-    for each (path, size, mtime)."""
-    path = Path(path).resolve()
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    cache = (str(path), st.st_size, st.st_mtime_ns)
-    if cache not in _SHA256:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _SHA256[cache] = digest.hexdigest()
-    return _SHA256[cache]
-
-
 def tracker_identity(name: str, checkpoint=None, options: dict | None = None, backend: str | None = None) -> dict:
     """What decides a tracker's output: its name, its weights (the toolkit's trackers: SHA-256 of
     the checkpoint's content, by default of the bundled weights; the pretrained baselines: of their
@@ -155,9 +134,9 @@ def tracker_identity(name: str, checkpoint=None, options: dict | None = None, ba
     elif spec.baseline is not None:
         weights = _runtime_version(spec)
         if spec.model_files:
-            weights = {"runtime": weights, "files": [_file_sha256(p) for p in model_file_paths(spec)]}
+            weights = {"runtime": weights, "files": [file_sha256(p) for p in model_file_paths(spec)]}
     else:
-        weights = _file_sha256(checkpoint if checkpoint is not None else default_checkpoint(name))
+        weights = file_sha256(checkpoint if checkpoint is not None else default_checkpoint(name))
     identity = {"name": name, "weights": weights, "options": dict(options or {})}
     if backend not in (None, "torch-unfused") and spec.learned:
         from tracker.backends import BACKEND_REVISION
@@ -177,29 +156,9 @@ def _runtime_version(spec) -> str | None:
     return f"{spec.runtime} {module.__version__}"
 
 
-def sequence_identity(seq: Sequence, root=None) -> str:
-    """SHA-256 of a sequence's annotations and frames (path relative to ``root`` and the SHA-256 of
-    each frame file's bytes). Content, not file times: a dataset copied again (new mtimes, same
-    bytes) keeps its stored results, and a frame rewritten with other pixels at the same size does
-    not. Hashing is cheap next to tracking (about 0.1 s per 10 MB of JPEGs; once per process)."""
-    digest = hashlib.sha256()
-    for field in ("boxes", "absent", "cover", "angles", "polygons"):
-        values = getattr(seq, field)
-        if values is not None:
-            values = np.ascontiguousarray(values)
-            digest.update(f"{field} {values.dtype} {values.shape}\n".encode() + values.tobytes())
-    for path in seq.img_files:
-        content = _file_sha256(path)
-        if content is None:
-            raise FileNotFoundError(path)
-        name = os.path.relpath(path, root) if root is not None else str(path)
-        digest.update(f"{name} {content}\n".encode())
-    return digest.hexdigest()
-
-
 def result_key(tracker: dict, sequence: str, variant: dict) -> dict:
     """The key of one result: ``tracker`` (:func:`tracker_identity`), ``sequence``
-    (:func:`sequence_identity`), ``variant`` (benchmark settings: dataset root, rotation...) and
+    (:func:`data.sequence.sequence_identity`), ``variant`` (benchmark settings: dataset root, rotation...) and
     "digest", the SHA-256 of the three, which is what :meth:`ResultStore.is_complete` compares."""
     key = {"tracker": tracker, "sequence": sequence, "variant": variant}
     text = json.dumps(key, sort_keys=True, default=str)

@@ -111,3 +111,26 @@ def test_bad_arguments(tmp_path):
         make_rotating(src, tmp_path / "full", 1.0)
     with pytest.raises(DatasetError, match="dataset folder not found"):
         make_rotating(tmp_path / "missing", tmp_path / "o2", 1.0)
+
+
+def test_a_rotating_copy_is_rebuilt_when_its_source_changes(tmp_path, capsys):
+    """A rotating copy is keyed by its source's content: new ground truth or new frame pixels
+    rebuild it (the audit measured AO 0.602 reported from a stale copy where a fresh one gave 0.427)."""
+    src = _otb_source(tmp_path / "src", n=3)
+    dst = make_rotating(src, tmp_path / "rot", 30.0, border="constant")
+    before = load_sequences(dst)[0].boxes.copy()
+    stamp = (dst / "Target" / "00000002.jpg").stat().st_mtime_ns
+    make_rotating(src, dst, 30.0, border="constant")                       # unchanged: reused
+    assert (dst / "Target" / "00000002.jpg").stat().st_mtime_ns == stamp
+    np.savetxt(src / "Target" / "groundtruth_rect.txt", [(10, 10, 12, 8)] * 3, fmt="%d", delimiter="\t")
+    make_rotating(src, dst, 30.0, border="constant")
+    after = load_sequences(dst)[0].boxes
+    assert "its source changed" in capsys.readouterr().err
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after[0], (10, 10, 12, 8), atol=1e-3)
+    frame = cv2.imread(str(src / "Target" / "img" / "0002.png"))
+    frame[0:4, 0:4] = 255                                                  # new pixels, same size
+    cv2.imwrite(str(src / "Target" / "img" / "0002.png"), frame)
+    stamp = (dst / "Target" / "00000002.jpg").stat().st_mtime_ns
+    make_rotating(src, dst, 30.0, border="constant")
+    assert (dst / "Target" / "00000002.jpg").stat().st_mtime_ns != stamp

@@ -34,7 +34,8 @@ def test_the_wheel_holds_the_tools_and_the_bundled_weights(installed, tmp_path):
     wheel, target = installed
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("ien_tools/track.py", "ien_tools/evaluate.py", "tracker/weights/siamfc_ien.pth",
-                 "tracker/weights/generated/siamfc_ien.pth", "evaluation/opencv_baselines.py"):
+                 "tracker/weights/generated/siamfc_ien.pth", "tracker/baselines/opencv.py",
+                 "tracker/weights/nanotrack_ien.pth", "tracker/weights/LICENSE-NanoTrack-Apache-2.0.txt"):
         assert name in names, name
     # outside the checkout the installed copy is what runs
     env = {**os.environ, "PYTHONPATH": str(target)}

@@ -200,8 +200,8 @@ def test_results_follow_frame_content_not_file_times(tmp_path, capsys, builds):
     raw[-3] ^= 0xFF
     frames[1].write_bytes(bytes(raw))
     os.utime(frames[1], ns=(stamp, stamp))
-    from evaluation import experiment
+    from data import sequence
 
-    experiment._SHA256.clear()                            # a new process: no hash cached by (size, time)
+    sequence._SHA256.clear()                              # a new process: no hash cached by (size, time)
     assert evaluate.main(args) == 0
     assert "siamfc: 1 result was made by another" in capsys.readouterr().err and len(builds) == 2

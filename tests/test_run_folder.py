@@ -10,18 +10,19 @@ from pathlib import Path
 import pytest
 from conftest import write_tiny_siamfc_toml
 
-from training.run import HistoryLog, RunFolder, RunFolderBusy
+from common.locks import FolderBusy
+from training.run import HistoryLog, RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_second_writer_is_refused_until_the_first_releases(tmp_path):
     first = RunFolder(tmp_path / "run").claim()
-    with pytest.raises(RunFolderBusy, match="being written by another run"):
+    with pytest.raises(FolderBusy, match="being written by another run"):
         RunFolder(tmp_path / "run").claim()
     # another process too (the lock is the kernel's, whatever the process)
-    script = ("import sys; sys.path.insert(0, %r)\nfrom training.run import RunFolder, RunFolderBusy\n"
-              "try:\n    RunFolder(%r).claim()\nexcept RunFolderBusy as exc:\n    print('busy', exc)\n"
+    script = ("import sys; sys.path.insert(0, %r)\nfrom common.locks import FolderBusy\nfrom training.run import RunFolder\n"
+              "try:\n    RunFolder(%r).claim()\nexcept FolderBusy as exc:\n    print('busy', exc)\n"
               % (str(ROOT), str(tmp_path / "run")))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120).stdout
     assert out.startswith("busy") and "process" in out

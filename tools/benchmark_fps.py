@@ -53,6 +53,9 @@ from evaluation.fps import (  # noqa: E402
 DEFAULT_TRACKERS = ["siamfc-plain", "siamfc", "re-siamfc", "siamrpn-plain", "siamrpn"]
 EQUAL_PARAMS_LABEL = "re-siamfc-eqparams"
 BACKEND_CHOICES = ["auto", "onnxruntime", "torch", "torch-unfused"]
+# the timed frames cycle over the sequence and each backbone / correlation timing runs for
+# --backbone-time seconds per tracker: bounds that keep a typo from running for days
+MAX_FRAMES, MAX_WARMUP, MAX_BACKBONE_TIME = 100_000, 10_000, 600.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -283,15 +286,18 @@ def equal_parameter_re_siamfc(reference, device: str, backend: str | None):
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    if args.frames < 1 or args.warmup < 0 or not args.backbone_time > 0:
-        raise BenchmarkError("need --frames >= 1, --warmup >= 0, --backbone-time > 0")
-    if args.threads is not None and args.threads < 1:
-        raise BenchmarkError("--threads must be at least 1")
+    if not (1 <= args.frames <= MAX_FRAMES and 0 <= args.warmup <= MAX_WARMUP
+            and 0 < args.backbone_time <= MAX_BACKBONE_TIME):
+        raise BenchmarkError(f"need 1 <= --frames <= {MAX_FRAMES}, 0 <= --warmup <= {MAX_WARMUP} and "
+                             f"0 < --backbone-time <= {MAX_BACKBONE_TIME:g} seconds")
     if args.conv2d_twins and not args.interleaved:
         raise BenchmarkError("--conv2d-twins needs --interleaved")
     from common.threads import apply_thread_policy
 
-    apply_thread_policy(args.threads)      # torch, the crops, OpenCV's trackers, ONNX Runtime: one budget
+    try:
+        apply_thread_policy(args.threads)  # torch, the crops, OpenCV's trackers, ONNX Runtime: one budget
+    except ValueError as exc:
+        raise BenchmarkError(f"--{exc}") from None
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise BenchmarkError("--device cuda: no CUDA device is available")

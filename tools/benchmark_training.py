@@ -44,16 +44,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps of each mode before the first round")
     p.add_argument("--batch-size", type=int, help="override train.batch_size")
     p.add_argument("--data", help="override data.path ('generated' or a GOT-10k/OTB folder)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch and OpenCV threads (default 1; at most the machine's CPUs)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--out", help="also write the JSON report here (atomically)")
     return p.parse_args(argv)
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name, low in (("steps", 1), ("rounds", 1), ("warmup", 0), ("threads", 1)):
-        if getattr(args, name) < low:
-            raise BenchmarkError(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    from common.threads import check_threads
+
+    for name, low, high in (("steps", 1, 1000), ("rounds", 1, 100), ("warmup", 0, 100)):
+        if not low <= getattr(args, name) <= high:
+            raise BenchmarkError(f"--{name} must be from {low} to {high}, got {getattr(args, name)}")
+    try:
+        check_threads(args.threads)
+    except ValueError as exc:
+        raise BenchmarkError(f"--{exc}") from None
     if args.batch_size is not None and args.batch_size < 1:
         raise BenchmarkError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not Path(args.config).is_file():
@@ -139,22 +146,21 @@ def summarize(measured: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    import torch
-
+    from common.threads import apply_thread_policy, memory_bytes
     from evaluation.fps import machine_info
     from training.tracking import load_pairs, read_config
 
     _check(args)
-    torch.set_num_threads(args.threads)
-    try:
-        import cv2
-
-        cv2.setNumThreads(args.threads)
-    except ImportError:
-        pass
+    apply_thread_policy(args.threads)            # torch and OpenCV (the crops of the pair sampler)
     overrides = {"train": {"batch_size": args.batch_size, "num_workers": 0}, "data": {"path": args.data}}
     config = read_config(args.config, overrides)
     batch = config.train.batch_size
+    # every step's batch is held in memory: float32 template and search crops of each pair
+    need, memory = args.steps * batch * 12 * (config.model.exemplar_size ** 2 + config.model.instance_size ** 2), \
+        memory_bytes()
+    if memory is not None and need > memory / 2:
+        raise BenchmarkError(f"--steps {args.steps} x batch {batch} need {need / 2 ** 30:.1f} GiB of crops, more than "
+                             f"half this machine's {memory / 2 ** 30:.1f} GiB")
     if config.train.pairs_per_epoch < args.steps * batch:
         config.train.pairs_per_epoch = args.steps * batch
     started = time.perf_counter()

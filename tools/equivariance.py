@@ -28,7 +28,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="resnet22", help="cnnbasic, authors-cnnbasic, vgg, resnet18, resnet22, e2-cnnbasic, e2-authors-cnnbasic, e2-resnet22")
     p.add_argument("--group", default="R8", help="R4, R8, R16, R4R, R8-4-2-1, R4-2-1, ... or none")
-    p.add_argument("--width-mult", type=float, default=0.25, help="channel width multiplier (default 0.25)")
+    p.add_argument("--width-mult", type=float, default=0.25, help="channel width multiplier, in (0, 16] (default 0.25)")
     p.add_argument("--checkpoint", action="append",
                    help="a checkpoint of this toolkit (its backbone's config and weights are used), or a tracker "
                         "name (siamfc-ien, siamfc-plain, re-siamfc, ...: its bundled weights); repeat to compare")

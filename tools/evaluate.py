@@ -27,7 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.atomic import describe_os_error  # noqa: E402
+from common.locks import FolderBusy, FolderLock  # noqa: E402
+from common.threads import check_threads  # noqa: E402
 from data import DatasetError, DatasetWarning, detect_layout, load_sequences  # noqa: E402
+from data.sequence import sequence_identity  # noqa: E402
 from evaluation.experiment import (  # noqa: E402
     ResultStore,
     TrackerSpecError,
@@ -38,7 +41,6 @@ from evaluation.experiment import (  # noqa: E402
     parse_tracker_spec,
     result_key,
     run_trackers,
-    sequence_identity,
     tracker_identity,
 )
 from evaluation.report import (  # noqa: E402
@@ -214,8 +216,11 @@ def _check_args(args) -> None:
     if args.frame_ranges is not None and args.rotating is not None:
         raise EvaluationError("--frame-ranges cannot be combined with --rotating (put the file "
                               "in the dataset folder as configSeqs.m instead)")
-    if args.threads is not None and args.threads < 1:
-        raise EvaluationError(f"--threads must be >= 1, got {args.threads}")
+    if args.threads is not None:
+        try:
+            check_threads(args.threads)
+        except ValueError as exc:
+            raise EvaluationError(f"--{exc}") from None
 
 
 def _dataset(args) -> tuple:
@@ -330,6 +335,11 @@ def _print_report(args, report: dict, protocol: str, pairs: list, written: dict)
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     protocol, root, subset, dataset_label, out, variant = _dataset(args)
+    with FolderLock(out):       # one evaluation per --out: its results and rotating copies are not shared
+        return _run(args, protocol, root, subset, dataset_label, out, variant)
+
+
+def _run(args, protocol, root, subset, dataset_label, out, variant) -> int:
     sequences, root = _sequences(args, root, subset, out)
     store = ResultStore(out / "results", "otb" if protocol == "otb" else "got10k")
     from common.threads import apply_thread_policy
@@ -371,7 +381,7 @@ def main(argv=None) -> int:
         warnings.showwarning = _print_warning
         try:
             return run(args)
-        except (DatasetError, EvaluationError, TrackerSpecError, TrackingError) as exc:
+        except (DatasetError, EvaluationError, TrackerSpecError, TrackingError, FolderBusy) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:      # unwritable or full --out, a path under a file ...

@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+MAX_BATCH = 64     # check inputs of batch x 3 x 255 x 255 floats (the trackers search up to 15 scales at once)
 
 
 class ExportError(ValueError):
@@ -45,7 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, default=None, help="tracker checkpoint (default: the bundled weights)")
     p.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS), help="default: both")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    p.add_argument("--batch", type=int, default=3, help="search batch of the check inputs (default 3: the scales)")
+    p.add_argument("--batch", type=int, default=3,
+                   help=f"search batch of the check inputs (default 3: the scales; at most {MAX_BATCH})")
     p.add_argument("--seed", type=int, default=0, help="seed of the random check inputs")
     p.add_argument("--rtol", type=float, default=1e-4,
                    help="allowed difference, relative to the largest torch output (default 1e-4)")
@@ -140,6 +142,10 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.batch < 1:
         raise ExportError(f"--batch must be >= 1, got {args.batch}")
+    if args.batch > MAX_BATCH:
+        raise ExportError(f"--batch must be at most {MAX_BATCH}, got {args.batch}")
+    if args.seed < 0:
+        raise ExportError(f"--seed must be a non-negative integer, got {args.seed}")
     if not args.rtol > 0:
         raise ExportError(f"--rtol must be positive, got {args.rtol}")
     if "onnx" in args.formats and not onnxruntime_available():

@@ -20,8 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.atomic import describe_os_error  # noqa: E402
-from data.generated import default_dataset, generate_dataset
-from data.synthetic import GeneratorInputError, GeneratorOptions
+from common.threads import max_workers  # noqa: E402
+from data.generated import MAX_SEQUENCES, default_dataset, generate_dataset  # noqa: E402
+from data.synthetic import MAX_FRAMES, GeneratorInputError, GeneratorOptions  # noqa: E402
 
 
 def _frame_size(text: str) -> tuple:
@@ -43,9 +44,11 @@ def _speed_range(text: str) -> tuple:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Generate synthetic rotating tracking sequences (GOT-10k layout).")
     p.add_argument("--out", type=Path, help="output root; sequences go to OUT/SUBSET/")
-    p.add_argument("--num", type=int, default=40, help="number of sequences (default 40)")
-    p.add_argument("--frames", type=int, default=100, help="frames per sequence (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="base seed; sequence i uses a seed derived from (seed, i)")
+    # whole numbers are read by _whole, not argparse: its type errors print the usage as well
+    p.add_argument("--num", default="40", help=f"number of sequences (default 40, at most {MAX_SEQUENCES})")
+    p.add_argument("--frames", default="100", help=f"frames per sequence (default 100, at most {MAX_FRAMES}; "
+                   "a sequence's frames must fit in half the machine's memory)")
+    p.add_argument("--seed", default="0", help="base seed; sequence i uses a seed derived from (seed, i)")
     p.add_argument("--subset", default="train", help="subset folder name (train, val, test ...; default train)")
     p.add_argument("--size", type=_frame_size, default=(320, 240), metavar="WxH", help="frame size (default 320x240)")
     p.add_argument("--rotation-speed", type=_speed_range, default=(0.5, 4.0), metavar="LOW,HIGH",
@@ -57,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="generator option, VALUE in JSON (e.g. occlusion_prob=0 or num_distractors=[0,0]); "
                         "repeatable; known keys: " + ", ".join(f.name for f in GeneratorOptions.__dataclass_fields__.values()))
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--workers", default="1", help="processes (default 1; at most the machine's CPUs are used)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT/SUBSET")
     p.add_argument("--default", choices=["train", "test"], default=None,
                    help="build (once) the cached default dataset of this split and print its folder; "
@@ -78,19 +81,29 @@ def _parse_options(items) -> dict:
     return options
 
 
+def _whole(text: str, option: str, least: int, most: int | None = None) -> int:
+    """The whole number ``text`` of ``option``, from ``least`` to ``most``; else a GeneratorInputError."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise GeneratorInputError(f"{option} must be a whole number, got {text!r}") from None
+    if value < least or (most is not None and value > most):
+        bound = f"from {least} to {most}" if most is not None else f"at least {least}"
+        raise GeneratorInputError(f"{option} must be {bound}, got {value}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
+    args.workers = _whole(args.workers, "--workers", 1, max_workers())
     if args.default is not None:
         path = default_dataset(args.default, rotating=not args.no_rotation, root=args.out, workers=args.workers)
         print(path)
         return 0
     if args.out is None:
         raise GeneratorInputError("--out is required (or use --default)")
-    if args.num < 1:
-        raise GeneratorInputError(f"--num must be at least 1, got {args.num}")
-    if args.frames < 1:
-        raise GeneratorInputError(f"--frames must be at least 1, got {args.frames}")
-    if args.workers < 1:
-        raise GeneratorInputError(f"--workers must be at least 1, got {args.workers}")
+    args.num = _whole(args.num, "--num", 1, MAX_SEQUENCES)
+    args.frames = _whole(args.frames, "--frames", 1, MAX_FRAMES)
+    args.seed = _whole(args.seed, "--seed", 0)
     options = _parse_options(args.option)
     GeneratorOptions.from_kwargs(options)
     start = time.perf_counter()

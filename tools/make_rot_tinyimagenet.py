@@ -126,13 +126,20 @@ def build(src: Path, out: Path, flips: bool, n_classes: int, seed: int, size: in
 
     if not src.is_dir():
         raise BuildError(f"source folder not found: {src}")
-    if size < 8:
-        raise BuildError(f"--size must be at least 8, got {size}")
+    from common.threads import memory_bytes
+    from training.classification.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+
+    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:    # the sizes the classification trainer reads
+        raise BuildError(f"--size must be from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, got {size}")
     if seed < 0:
         raise BuildError(f"--seed must be a non-negative integer, got {seed}")
     if (out / "meta.json").exists() and not overwrite:
         raise BuildError(f"{out} already holds a dataset: pass --overwrite to replace it")
     wnids, train, test = list_split_files(src, n_classes)
+    need, memory = 2 * max(len(train), len(test)) * size * size * 3, memory_bytes()   # a split, and its shuffled copy
+    if memory is not None and need > memory / 2:
+        raise BuildError(f"{max(len(train), len(test))} images of {size}x{size} px take {need / 2 ** 30:.1f} GiB, more "
+                         f"than half this machine's {memory / 2 ** 30:.1f} GiB: give a smaller --size or fewer --classes")
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "meta.json"
     if meta_path.exists():

@@ -7,9 +7,11 @@
     python tools/track.py                            # the embedded demo (a generated rotating sequence)
 
 Without --init-box the target is selected with the mouse (cv2.selectROI) when a display exists.
-The box file has one "x,y,w,h" row per frame, the first being the initial box. The demo writes
-runs/demo/track_demo.mp4 and runs/demo/track_demo_boxes.txt and prints the mean IoU to the
-generated ground truth. Bad input ends with one "error: ..." line and exit code 2.
+The box file has one "x,y,w,h" row per frame, the first being the initial box; trackers that
+estimate the rotation add its angle: degrees counter-clockwise as seen on screen, 0 at the first
+frame, in [-180, 180). The video is MPEG-4 Part 2 (fourcc mp4v), which web browsers do not play.
+The demo writes runs/demo/track_demo.mp4 and runs/demo/track_demo_boxes.txt and prints the mean
+IoU to the generated ground truth. Bad input ends with one "error: ..." line and exit code 2.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import numpy as np  # noqa: E402
 from data.video import FrameSource, VideoError, quiet_capture  # noqa: E402
 
 DEMO_DIR = Path("runs") / "demo"
+MAX_DEMO_FRAMES = 10_000      # the demo's frames are all held in memory (10000 of 320x240: 2.3 GB)
 BOX_COLOR = (0, 255, 0)       # BGR
 POLYGON_COLOR = (0, 200, 255)
 
@@ -40,7 +43,8 @@ class TrackCLIError(Exception):
 # ---------------------------------------------------------------------------------------------
 # outputs
 class AtomicVideoWriter:
-    """cv2.VideoWriter (mp4v) writing to a temporary file that is renamed into place on close()."""
+    """cv2.VideoWriter (fourcc mp4v: MPEG-4 Part 2, the one MP4 codec OpenCV's pip wheels encode;
+    web browsers do not play it) writing to a temporary file that is renamed into place on close()."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
         from common.atomic import check_replaceable, temp_path_beside
@@ -238,13 +242,35 @@ def print_speed(num_frames: int, elapsed: float) -> None:
     print(f"tracked {num_frames} frames in {elapsed:.2f} s of tracker time: {fps:.1f} FPS")
 
 
+def check_args(args) -> None:
+    """The bounds of the options, checked before a tracker is built or a frame is read."""
+    from common.threads import check_threads
+
+    if args.video is None:
+        if args.init_box is not None:
+            raise TrackCLIError("--init-box needs --video (without --video the demo runs)")
+        if not 2 <= args.demo_frames <= MAX_DEMO_FRAMES:
+            raise TrackCLIError(f"--demo-frames must be from 2 to {MAX_DEMO_FRAMES}, got {args.demo_frames}")
+        if args.demo_seed < 0:
+            raise TrackCLIError(f"--demo-seed must be a non-negative integer, got {args.demo_seed}")
+    if args.output is not None and not args.output.suffix:
+        raise TrackCLIError(f"--output {args.output} has no file extension: name the video file, e.g. "
+                            f"{args.output.name}.mp4")
+    if args.threads is not None:
+        try:
+            check_threads(args.threads)
+        except ValueError as exc:
+            raise TrackCLIError(f"--{exc}") from None
+
+
 def build(args):
     from common.threads import apply_thread_policy
     from tracker import build_tracker, tracker_spec
 
-    if args.threads is not None and args.threads < 1:
-        raise TrackCLIError(f"--threads must be >= 1, got {args.threads}")
-    apply_thread_policy(args.threads)             # torch, OpenCV and ONNX Runtime alike
+    try:
+        apply_thread_policy(args.threads)         # torch, OpenCV and ONNX Runtime alike
+    except ValueError as exc:
+        raise TrackCLIError(f"--{exc}") from None
     from evaluation.experiment import TrackerSpecError, parse_tracker_options
 
     try:
@@ -332,14 +358,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                                             "(no --video: the embedded demo).")
     p.add_argument("--video", default=None, help="video file, folder of frames (natural order), file pattern "
                    "(frame_%%04d.jpg), stream URL (rtsp://...), capture device (/dev/video0) or camera index (0)")
-    p.add_argument("--init-box", default=None, metavar="X,Y,W,H", help="the target's box in the first frame "
-                   "(default: select it with the mouse)")
+    p.add_argument("--init-box", default=None, metavar="X,Y,W,H", help="the target's box in the first frame, "
+                   "overlapping it and at most 100 times its size (default: select it with the mouse)")
     p.add_argument("--tracker", default=DEFAULT_TRACKER, choices=tracker_names(),
                    help=f"tracker (default {DEFAULT_TRACKER}; baselines too: cv2-*, nanotrack-v3, identity)")
     p.add_argument("--checkpoint", type=Path, default=None, help="tracker checkpoint (default: bundled weights)")
-    p.add_argument("--output", type=Path, default=None, help="write the frames with the box drawn (.mp4)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="write the frames with the box drawn to this video file (.mp4, .avi, ...; the name needs "
+                        "an extension). MP4 files are MPEG-4 Part 2 (fourcc mp4v): VLC, ffmpeg and most players "
+                        "play them, web browsers do not (OpenCV's pip wheels cannot encode H.264); convert with "
+                        "ffmpeg -i out.mp4 -c:v libx264 -pix_fmt yuv420p web.mp4")
     p.add_argument("--boxes", type=Path, default=None,
-                   help="write one x,y,w,h row per frame (x,y,w,h,angle when the tracker estimates the rotation)")
+                   help="write one x,y,w,h row per frame (x,y,w,h,angle when the tracker estimates the rotation; "
+                        "the angle is the target's rotation since the first frame in degrees, counter-clockwise "
+                        "as seen on screen, in [-180, 180))")
     p.add_argument("--orientations", type=int, default=None, metavar="N",
                    help="SiamFC: search N rotated templates and estimate the target's rotation "
                         "(0 = off; default: the tracker's own)")
@@ -350,20 +382,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a tracking hyper-parameter (e.g. orientation_penalty=0.8, scale_penalty=0.98); "
                         "repeatable; overrides those stored in the checkpoint")
     p.add_argument("--box-format", choices=BOX_FORMATS, default=None,
-                   help="rows of --boxes: x,y,w,h; x,y,w,h,angle; or poly, the rotated box's corners "
-                        "x1,y1,...,x4,y4 (default: xywha when the tracker estimates the rotation, else xywh)")
+                   help="rows of --boxes: x,y,w,h; x,y,w,h,angle (degrees, counter-clockwise on screen, 0 at "
+                        "the first frame); or poly, the rotated box's corners x1,y1,...,x4,y4 (default: xywha "
+                        "when the tracker estimates the rotation, else xywh)")
     p.add_argument("--accept-short", action="store_true",
                    help="a video that ends before the frame count its header announces is a warning, "
                         "not an error (exit 0)")
     p.add_argument("--no-display", action="store_true", help="never open a window")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch, OpenCV and ONNX Runtime (default: the cores not busy with other work)")
+                   help="CPU threads for torch, OpenCV and ONNX Runtime, at most the machine's CPUs "
+                        "(default: the cores not busy with other work)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "torch", "torch-unfused"], default="auto",
                    help="how the network runs (tracker/backends.py; default auto: ONNX Runtime on the CPU "
                         "where installed, else torch with BatchNorm folded)")
-    p.add_argument("--demo-seed", type=int, default=0, help="seed of the demo's generated sequence")
-    p.add_argument("--demo-frames", type=int, default=100, help="length of the demo's sequence")
+    p.add_argument("--demo-seed", type=int, default=0, help="seed of the demo's generated sequence (>= 0)")
+    p.add_argument("--demo-frames", type=int, default=100,
+                   help=f"length of the demo's sequence (2 to {MAX_DEMO_FRAMES})")
     return p.parse_args(_join_negative_box(sys.argv[1:] if argv is None else list(argv)))
 
 
@@ -385,13 +420,8 @@ def main(argv=None) -> int:
     from tracker.siamfc import TrackerError
 
     try:
-        if args.video is None:
-            if args.init_box is not None:
-                raise TrackCLIError("--init-box needs --video (without --video the demo runs)")
-            if args.demo_frames < 2:
-                raise TrackCLIError(f"--demo-frames must be at least 2, got {args.demo_frames}")
-            return run_demo(args)
-        return run_video(args)
+        check_args(args)
+        return run_demo(args) if args.video is None else run_video(args)
     except (TrackCLIError, TrackerError, CheckpointError, VideoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -84,9 +84,9 @@ def _run(args) -> int:
     import torch
 
     from common.atomic import check_output_path
-    from common.checkpoints import load_checkpoint
     from training.run import CHECKPOINT_NAME
-    from training.tracking import RunConfig, Trainer, TrainingError, export_weights, read_config
+    from training.tracking import Trainer, TrainingError, export_weights, read_config
+    from training.tracking.config import check_num_workers
 
     if args.export:               # before hours of training: --export must be writable as a file
         check_output_path(args.export)
@@ -97,12 +97,12 @@ def _run(args) -> int:
             raise TrainingError("--checkpoint (export only) cannot be combined with --config or --resume")
         print(json.dumps(export_weights(args.checkpoint, args.export, half=args.half)))
         return 0
+    if args.workers is not None:
+        check_num_workers(args.workers, "--workers")
     if args.fit_gap:
         return _fit_gap(args)
     if args.max_steps is not None and args.max_steps < 1:
         raise TrainingError(f"--max-steps must be >= 1, got {args.max_steps}")
-    if args.workers is not None and args.workers < 0:
-        raise TrainingError(f"--workers must be >= 0, got {args.workers}")
     out = _out_dir(args)
     if out is None:
         raise TrainingError("give --config CONFIG (a new run) or --out DIR --resume (continue a run)")
@@ -110,13 +110,7 @@ def _run(args) -> int:
     ckpt_path = out / CHECKPOINT_NAME
     resuming = args.resume and ckpt_path.is_file()
     if resuming:
-        given = [f"--{name.replace('_', '-')}" for name in _RUN_DEFINING if getattr(args, name) is not None]
-        if given:
-            raise TrainingError(f"{', '.join(given)} cannot change a run being resumed (its stored config is used)")
-        config = RunConfig.from_dict(load_checkpoint(ckpt_path)["config"], f"{ckpt_path} config")
-        if args.config and read_config(args.config).to_dict() != config.to_dict():
-            raise TrainingError(f"{args.config} differs from the config stored in {ckpt_path}; "
-                                "resume without --config or start a new run in another --out")
+        config = _resumed_config(args, ckpt_path)
     else:
         if args.resume and not args.config:
             raise TrainingError(f"no checkpoint to resume in {out} (and no --config to start a new run)")
@@ -161,6 +155,25 @@ def _run(args) -> int:
     return 0
 
 
+def _resumed_config(args, ckpt_path: Path):
+    """The config stored in the checkpoint of a run being resumed (--config, if given, must match)."""
+    from common.checkpoints import load_checkpoint
+    from common.config import deep_merge
+    from training.tracking import RunConfig, TrainingError, read_config
+
+    given = [f"--{name.replace('_', '-')}" for name in _RUN_DEFINING if getattr(args, name) is not None]
+    if given:
+        raise TrainingError(f"{', '.join(given)} cannot change a run being resumed (its stored config is used)")
+    # --workers is not run-defining: a run resumed on a machine with fewer CPUs than its own can
+    # replace a stored train.num_workers that is more than this machine allows
+    workers = {"train": {"num_workers": args.workers}}
+    config = RunConfig.from_dict(deep_merge(load_checkpoint(ckpt_path)["config"], workers), f"{ckpt_path} config")
+    if args.config and read_config(args.config, workers).to_dict() != config.to_dict():
+        raise TrainingError(f"{args.config} differs from the config stored in {ckpt_path}; "
+                            "resume without --config or start a new run in another --out")
+    return config
+
+
 def _fit_gap(args) -> int:
     """--fit-gap: the validation pass of a tracker checkpoint on the config's held-out and training
     videos (no training); prints JSON."""
@@ -202,11 +215,11 @@ def main(argv=None) -> int:
     from backbones import GroupSpecError
     from common.checkpoints import CheckpointError
     from common.config import ConfigError
+    from common.locks import FolderBusy
     from data import DatasetError
-    from training.run import RunFolderBusy
     from training.tracking import TrainingError
 
-    user_errors: tuple = (ConfigError, GroupSpecError, CheckpointError, DatasetError, TrainingError, RunFolderBusy)
+    user_errors: tuple = (ConfigError, GroupSpecError, CheckpointError, DatasetError, TrainingError, FolderBusy)
     try:
         from data.synthetic import GeneratorInputError
 

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from got10k.trackers import Tracker
 
-from common.config import ConfigError, from_dict
+from common.config import from_dict
 from data.frames import check_frame_size
 
 from .crops import context_size, crop_and_resize, mean_color
 from .siamfc import TrackerError, as_rgb_frame, check_init_box
+from .siamrpn import SiamRPNParams, shape_change_penalty
 
 __all__ = ["NanoTrackParams", "NanoTracker", "OnnxNanoNetworks", "TorchNanoNetworks", "export_nanotrack_onnx"]
 
@@ -34,23 +35,12 @@ MIN_SIDE = 10.0            # the author's smallest box side (px)
 
 
 @dataclass
-class NanoTrackParams:
-    """Tracking hyper-parameters (the author's v3 values, ``../shared/models/README.md``)."""
+class NanoTrackParams(SiamRPNParams):
+    """Tracking hyper-parameters: SiamRPN's, with the author's v3 values (``../shared/models/README.md``)."""
 
     penalty_k: float = 0.138
     window_influence: float = 0.455
     lr: float = 0.348
-
-    def __post_init__(self):
-        for name in ("penalty_k", "window_influence", "lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise ConfigError(f"{name} must be a number, got {value!r}")
-        if self.penalty_k < 0:
-            raise ConfigError(f"penalty_k must be >= 0, got {self.penalty_k}")
-        for name in ("window_influence", "lr"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def _dynamic_backbone(path: Path) -> bytes:
@@ -200,9 +190,7 @@ class NanoTracker(Tracker):
         x2, y2 = self.points[:, 0] + dist[2], self.points[:, 1] + dist[3]
         cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
         tw, th = self.size * scale_z
-        s_c = _change(_context_side(w, h) / _context_side(tw, th))
-        r_c = _change((tw / th) / np.maximum(w / np.maximum(h, 1e-6), 1e-6))
-        penalty = np.exp(-(r_c * s_c - 1) * p.penalty_k)
+        penalty = shape_change_penalty(w, h, tw, th, CONTEXT, p.penalty_k)
         pscore = penalty * score * (1 - p.window_influence) + self.window * p.window_influence
         best = int(np.argmax(pscore))
         lr = penalty[best] * score[best] * p.lr
@@ -213,12 +201,3 @@ class NanoTracker(Tracker):
         self.size = np.clip(self.size, MIN_SIDE, [width, height])
         self.last_score = float(score[best])
         return np.concatenate([self.center - self.size / 2, self.size])
-
-
-def _change(r: np.ndarray) -> np.ndarray:
-    return np.maximum(r, 1.0 / r)
-
-
-def _context_side(w, h):
-    pad = (w + h) * 0.5
-    return np.sqrt((w + pad) * (h + pad))

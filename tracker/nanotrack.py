@@ -29,7 +29,7 @@ from common.config import ConfigError
 from .models import SiamNet
 
 __all__ = ["NanoTrackHead", "NanoTrackNet", "import_nanotrack_v3", "nanotrack_labels", "nanotrack_losses",
-           "score_points", "turn_score_map"]
+           "score_points", "turn_score_map", "build_nano_tracker"]
 
 FEATURES = 96          # backbone output channels
 CORR = 64              # pixel-wise correlation maps (template cells, 8 x 8)
@@ -316,3 +316,20 @@ def import_nanotrack_v3(backbone_onnx: str | Path, head_onnx: str | Path, group:
     with torch.no_grad():                         # the author's network reads BGR; ours RGB
         model.backbone.stem.weight.copy_(model.backbone.stem.weight.flip(1))
     return model
+
+
+def build_nano_tracker(model: NanoTrackNet, device=None, name: str = "nanotrack-ien", backend: str = "auto",
+                       **options):
+    """A :class:`tracker.nano_tracker.NanoTracker` over ``model`` (the registry's factory for the
+    toolkit's NanoTrack networks): on the ``onnxruntime`` backend the backbone and head exported
+    to ONNX Runtime, as the ``nanotrack-v3`` baseline runs the author's files (so their speeds
+    compare like for like); otherwise the torch model itself."""
+    from .nano_tracker import NanoTracker, OnnxNanoNetworks, TorchNanoNetworks, export_nanotrack_onnx
+
+    if backend == "onnxruntime":
+        networks = OnnxNanoNetworks(*export_nanotrack_onnx(model), bgr=False)
+    else:
+        networks = TorchNanoNetworks(model.to(device) if device is not None else model, device)
+    tracker = NanoTracker(networks, name=name, **options)
+    tracker.backend = backend
+    return tracker

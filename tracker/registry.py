@@ -60,7 +60,7 @@ class TrackerSpec:
 
 
 _SIAMFC, _SIAMRPN, _RE = "tracker.siamfc:SiamFCTracker", "tracker.siamrpn:SiamRPNTracker", "tracker.re_siamfc:RESiamFCTracker"
-_NANO = "tracker.nano_tracker:NanoTracker"
+_NANO = "tracker.nanotrack:build_nano_tracker"
 # the "-rot" SiamFC trackers estimate the target's rotation like RE-SiamNet: 8 rotated templates,
 # searched within ±45° of the last angle (any SiamFC: orientations=N, tools/track.py --orientations N)
 _ROTATED_TEMPLATES = {"orientations": 8, "orientation_window": 45.0}

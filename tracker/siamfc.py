@@ -24,6 +24,7 @@ map. Subclasses override :meth:`template_crops`,
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -46,6 +47,12 @@ __all__ = ["TrackerError", "SiameseTracker", "SiamFCParams", "SiamFCTracker", "P
            "check_init_box", "resolve_device", "rotated_box_polygon", "UPRIGHT_TEMPLATE_OPTIONS"]
 
 MIN_SCALE, MAX_SCALE = 0.1, 10.0   # target size stays within these factors of the initial size
+MAX_BOX_FACTOR = 100.0             # an initial box is at most this many frame widths/heights large
+# tracking options' upper bounds (each frame upsamples scale_num maps of score_size * response_up
+# pixels and crops scale_num searches of instance_size pixels): far above any useful value, low
+# enough that a typo cannot allocate gigabytes per frame
+MAX_RESPONSE_UP, MAX_SCALE_NUM, MAX_INSTANCE_SIZE, MAX_ORIENTATIONS = 32, 15, 1023, 360
+MAX_SCALE_STEP, MAX_RIDGE_SIGMA = 2.0, 10.0
 # options of a single upright template (the first-frame fit): a rotated-template search does not
 # take them from a checkpoint's upright choices (tools/tune_tracking.py)
 UPRIGHT_TEMPLATE_OPTIONS = ("ridge_lambda", "ridge_sigma")
@@ -66,14 +73,20 @@ def as_rgb_frame(image) -> np.ndarray:
 
 
 def check_init_box(box, frame_shape) -> np.ndarray:
-    """The initial box as float64 [x, y, w, h]; it must have positive size and overlap the frame."""
+    """The initial box as float64 [x, y, w, h]: finite numbers, a positive size of at most
+    ``MAX_BOX_FACTOR`` times the frame's, overlapping the frame."""
     try:
         b = np.asarray(box, dtype=np.float64).reshape(4)
     except (TypeError, ValueError):
         raise TrackerError(f"the initial box must be 4 numbers x,y,w,h, got {box!r}") from None
-    if not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
+    if not np.isfinite(b).all():
+        raise TrackerError(f"the initial box {b.tolist()} must have a finite position and size")
+    if b[2] <= 0 or b[3] <= 0:
         raise TrackerError(f"the initial box {b.tolist()} has zero or negative size")
     height, width = frame_shape[:2]
+    if b[2] > MAX_BOX_FACTOR * width or b[3] > MAX_BOX_FACTOR * height:
+        raise TrackerError(f"the initial box {b.tolist()} is more than {MAX_BOX_FACTOR:g} times as large as the "
+                           f"{width}x{height} frame")
     if b[0] >= width or b[1] >= height or b[0] + b[2] <= 0 or b[1] + b[3] <= 0:
         raise TrackerError(f"the initial box {b.tolist()} lies outside the {width}x{height} frame")
     return b
@@ -178,18 +191,27 @@ class SiamFCParams:
             value, least = getattr(self, name), 0 if name in ("orientations", "instance_size") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+        for name, most in (("scale_num", MAX_SCALE_NUM), ("response_up", MAX_RESPONSE_UP),
+                           ("instance_size", MAX_INSTANCE_SIZE), ("orientations", MAX_ORIENTATIONS)):
+            if getattr(self, name) > most:
+                raise ConfigError(f"{name} must be at most {most}, got {getattr(self, name)}")
         if self.scale_num % 2 == 0:
             raise ConfigError(f"scale_num must be odd (a centre scale), got {self.scale_num}")
-        if not self.scale_step >= 1.0:
-            raise ConfigError(f"scale_step must be >= 1, got {self.scale_step}")
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name != "axis_box" and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                       or not math.isfinite(value)):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if not 1.0 <= self.scale_step <= MAX_SCALE_STEP:
+            raise ConfigError(f"scale_step must be in [1, {MAX_SCALE_STEP:g}], got {self.scale_step}")
         for name in ("scale_lr", "scale_penalty", "window_influence", "orientation_penalty", "template_lr",
                      "template_min_score", "motion_gain", "motion_lr", "colour_weight", "colour_lr"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not (self.ridge_lambda >= 0 and math.isfinite(self.ridge_lambda)):
+        if not self.ridge_lambda >= 0:
             raise ConfigError(f"ridge_lambda must be a finite number >= 0, got {self.ridge_lambda}")
-        if not self.ridge_sigma > 0:
-            raise ConfigError(f"ridge_sigma must be > 0, got {self.ridge_sigma}")
+        if not 0 < self.ridge_sigma <= MAX_RIDGE_SIGMA:
+            raise ConfigError(f"ridge_sigma must be in (0, {MAX_RIDGE_SIGMA:g}] target sizes, got {self.ridge_sigma}")
         if self.ridge_lambda and self.orientations:
             raise ConfigError("ridge_lambda fits one upright template; it cannot be combined with orientations > 0")
         if not self.orientation_window >= 0:

@@ -12,7 +12,7 @@ from data.frames import check_frame_size
 from .crops import context_size, crop_and_resize
 from .siamfc import SiameseTracker, as_rgb_frame
 
-__all__ = ["SiamRPNParams", "SiamRPNTracker"]
+__all__ = ["SiamRPNParams", "SiamRPNTracker", "shape_change_penalty"]
 
 
 @dataclass
@@ -24,8 +24,8 @@ class SiamRPNParams:
     lr: float = 0.4
 
     def __post_init__(self):
-        if not self.penalty_k >= 0:
-            raise ConfigError(f"penalty_k must be >= 0, got {self.penalty_k}")
+        if not 0 <= self.penalty_k < float("inf"):
+            raise ConfigError(f"penalty_k must be a finite number >= 0, got {self.penalty_k}")
         for name in ("window_influence", "lr"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -38,6 +38,15 @@ def _change(r: np.ndarray) -> np.ndarray:
 def _context_sizes(w: np.ndarray, h: np.ndarray, context: float) -> np.ndarray:
     pad = context * (w + h)
     return np.sqrt((w + pad) * (h + pad))
+
+
+def shape_change_penalty(w: np.ndarray, h: np.ndarray, tw: float, th: float, context: float,
+                         penalty_k: float) -> np.ndarray:
+    """SiamRPN's penalty on candidate boxes (w, h) that change the target's (tw, th) scale and
+    aspect ratio, all in crop pixels: exp(-(r_c s_c - 1) penalty_k) (also NanoTrack's)."""
+    s_c = _change(_context_sizes(w, h, context) / _context_sizes(tw, th, context))
+    r_c = _change((tw / th) / np.maximum(w / np.maximum(h, 1e-6), 1e-6))
+    return np.exp(-(r_c * s_c - 1) * penalty_k)
 
 
 class SiamRPNTracker(SiameseTracker):
@@ -91,9 +100,7 @@ class SiamRPNTracker(SiameseTracker):
         h = np.exp(np.minimum(deltas[:, 3], 10.0)) * a[:, 3]
         # scale and aspect-ratio change penalties, measured in crop pixels
         tw, th = self.target_sz * scale_z
-        s_c = _change(_context_sizes(w, h, cfg.context) / _context_sizes(tw, th, cfg.context))
-        r_c = _change((tw / th) / (w / h))
-        penalty = np.exp(-(r_c * s_c - 1) * p.penalty_k)
+        penalty = shape_change_penalty(w, h, tw, th, cfg.context, p.penalty_k)
         pscore = penalty * score
         pscore = pscore * (1 - p.window_influence) + self.window * p.window_influence
         best = int(np.argmax(pscore))

@@ -24,55 +24,34 @@ import torch
 
 from common.atomic import write_text_atomic
 from common.checkpoints import load_checkpoint, save_atomic
+from common.locks import FolderLock
 
-__all__ = ["RunFolder", "RunFolderBusy", "HistoryLog", "rng_state", "set_rng_state", "seed_everything",
-           "distributed_env", "non_finite", "CHECKPOINT_NAME", "LOCK_NAME"]
+__all__ = ["RunFolder", "HistoryLog", "rng_state", "set_rng_state", "seed_everything",
+           "distributed_env", "non_finite", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pth"
-LOCK_NAME = ".run.lock"
 TENSORBOARD_DIR = "tensorboard"
 
 
-class RunFolderBusy(ValueError):
-    """Another process is writing the same output folder."""
-
-
 class RunFolder:
-    """One run's output folder. :meth:`claim` takes an advisory lock (``fcntl.flock`` on
-    ``.run.lock``, released when the process ends however it ends), so two runs started into one
-    folder cannot interleave their checkpoints and logs: the second is refused at once."""
+    """One run's output folder. :meth:`claim` takes its lock (:class:`common.locks.FolderLock`), so
+    two runs started into one folder cannot interleave their checkpoints and logs: the second is
+    refused at once (:class:`common.locks.FolderBusy`)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._lock_fd: int | None = None
+        self._lock = FolderLock(self.path)
 
     @property
     def checkpoint_path(self) -> Path:
         return self.path / CHECKPOINT_NAME
 
     def claim(self) -> "RunFolder":
-        import fcntl
-
-        if self._lock_fd is not None:
-            return self
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise RunFolderBusy(f"{self.path} is being written by another run (process {holder}): wait for it to "
-                                f"finish, or choose another output folder") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock.claim()
         return self
 
     def release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)           # closing the descriptor drops the lock
-            self._lock_fd = None
+        self._lock.release()
 
     def __enter__(self) -> "RunFolder":
         return self.claim()

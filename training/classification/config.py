@@ -22,6 +22,10 @@ INPUT_NORMS = ("standardize", "unit")
 LR_SCHEDULES = ("cosine", "authors")
 # mean cross-entropy of an epoch above this many times chance level (ln classes) = a diverged run
 DIVERGED_CE_FACTOR = 100.0
+# bounds of user-given sizes: the datasets' images are 28 to 96 px, and every image of a split is
+# held in memory resized to image_size (50000 images of 1024 px are 150 GB already)
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
+MAX_BATCH_SIZE = 65536          # batch_size and eq_images (doubled by IEN: one forward of 2x as many)
 
 
 class TrainError(RuntimeError):
@@ -59,6 +63,8 @@ class TrainConfig:
     image_size: Optional[int] = None
     backbone: BackboneConfig = field(default_factory=_default_backbone)
     beta: float = 1.0
+    beta_warmup_epochs: float = 0.0   # the IEN weight grows linearly from 0 to beta over these epochs (0: from the start)
+    ien_normalize: bool = False       # each layer's IEN term relative to its pooled features' energy
     layer_weights: Optional[list] = None
     epochs: int = 90
     batch_size: int = 32
@@ -88,13 +94,26 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eq_images"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("batch_size", "eq_images"):
+            if getattr(self, name) > MAX_BATCH_SIZE:
+                raise ConfigError(f"{name} must be at most {MAX_BATCH_SIZE}, got {getattr(self, name)}")
         for name in ("image_size", "lr_cycle_epochs", "train_limit", "test_limit"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if self.image_size is not None and not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} px, got {self.image_size}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not (isinstance(self.beta, (int, float)) and self.beta >= 0):
             raise ConfigError(f"beta must be a number >= 0, got {self.beta!r}")
         self.beta = float(self.beta)
+        if isinstance(self.beta_warmup_epochs, bool) or not isinstance(self.beta_warmup_epochs, (int, float)) \
+                or not 0 <= self.beta_warmup_epochs <= 1000:
+            raise ConfigError(f"beta_warmup_epochs must be a number of epochs in [0, 1000], got {self.beta_warmup_epochs!r}")
+        self.beta_warmup_epochs = float(self.beta_warmup_epochs)
+        if not isinstance(self.ien_normalize, bool):
+            raise ConfigError(f"ien_normalize must be true or false, got {self.ien_normalize!r}")
         spec = parse_group(self.backbone.group)
         if self.beta > 0 and spec.is_plain:
             raise ConfigError("beta > 0 needs orientation groups: group 'none' trains only with --beta 0")

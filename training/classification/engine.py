@@ -368,7 +368,7 @@ def _prepare(cfg: TrainConfig, ckpt: dict | None, device, data, data_cache, log)
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg, data.num_classes).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay)
-    ien = IENLoss(model.spec, cfg.beta, cfg.layer_weights) if cfg.beta > 0 else None
+    ien = IENLoss(model.spec, cfg.beta, cfg.layer_weights, normalize=cfg.ien_normalize) if cfg.beta > 0 else None
     watched = model.backbone.watched_names
     if ien is not None and cfg.layer_weights is not None and len(cfg.layer_weights) != len(watched):
         raise ConfigError(f"{len(cfg.layer_weights)} layer weights for the {len(watched)} watched layers "
@@ -409,7 +409,9 @@ def _train_epoch(run: _Run, epoch: int, progress: bool, ckpt_path: Path) -> dict
         loss = ce
         if run.ien is not None:
             ien_out = run.ien(watched, transform)
-            loss = loss + ien_out.total
+            progress_epochs = epoch + i / steps_per_epoch
+            ramp = min(1.0, progress_epochs / cfg.beta_warmup_epochs) if cfg.beta_warmup_epochs > 0 else 1.0
+            loss = loss + ramp * ien_out.total
             sums["ien"] += float(ien_out.total.detach()) * len(idx)
             per_layer = ien_out.per_layer * len(idx) if per_layer is None else per_layer + ien_out.per_layer * len(idx)
         if non_finite({"loss": float(loss.detach())}):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common.config import read_toml
 
-from .train import _Parser
+from .train import CLIError, _Parser, set_threads
 
 STUDY_KEYS = {"title", "defaults", "runs"}
 RUN_KEYS = {"name", "twin"}
@@ -302,27 +302,25 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, help="override every run's epochs")
     p.add_argument("--only", help="comma-separated run names to (re)run")
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="CPU threads of torch and OpenCV (1 to the machine's CPUs)")
     p.add_argument("--no-progress", action="store_true")
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     warnings.filterwarnings("ignore", category=UserWarning)
-    import torch
-
     from backbones import GroupSpecError
     from common.checkpoints import CheckpointError
     from common.config import ConfigError
+    from common.locks import FolderBusy
     from data.classification import DatasetError
     from training.classification.config import TrainError
-    from training.run import RunFolderBusy
 
-    if args.threads is not None:
-        if args.threads < 1:
-            print(f"error: --threads must be a positive integer, got {args.threads}", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.threads)
+    try:
+        set_threads(args.threads)
+    except CLIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.epochs is not None and args.epochs < 1:
         print("error: --epochs must be positive", file=sys.stderr)
         return 2
@@ -330,7 +328,7 @@ def main(argv=None) -> int:
     try:
         rows = run_study(args.study, args.out, args.epochs, args.only.split(",") if args.only else None,
                          args.device, not args.no_progress, command)
-    except (StudyError, ConfigError, GroupSpecError, DatasetError, CheckpointError, TrainError, RunFolderBusy) as exc:
+    except (StudyError, ConfigError, GroupSpecError, DatasetError, CheckpointError, TrainError, FolderBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -21,21 +21,22 @@ DEFAULT_WIDTH = {"rot-digits": 0.5}  # paper widths (1.0) elsewhere
 CONFIG_OPTIONS = [
     ("--dataset", "dataset", str, "rot-digits (built in, default), rot-mnist, rot-mnist-built, rot-fashion-mnist, rot-tinyimagenet, r2-tinyimagenet, scale-mnist, stl10"),
     ("--data", "data", str, "folder with the dataset's files (all datasets but rot-digits)"),
-    ("--image-size", "image_size", int, "resize images to this size (default: the dataset's 28/64/96 px moved up to a size the model is exactly equivariant at, e.g. 65 for resnet18 on 64 px data)"),
+    ("--image-size", "image_size", int, "resize images to this size (default: the dataset's 28/64/96 px moved up to a size the model is exactly equivariant at, e.g. 65 for resnet18 on 64 px data; 8 to 1024)"),
     ("--model", "backbone.name", str, "cnnbasic (default), authors-cnnbasic, vgg, resnet18, resnet22, e2-cnnbasic, e2-authors-cnnbasic, e2-resnet22"),
     ("--group", "backbone.group", str, "R4 (default), R8, R16, R4R, R8-4-2-1, R4-2-1, R8-4-2-1:8,4,2,1, ... or none"),
-    ("--width-mult", "backbone.width_mult", float, "channel width multiplier (default 0.5 on rot-digits, else 1.0 = paper widths)"),
+    ("--width-mult", "backbone.width_mult", float, "channel width multiplier, in (0, 16] (default 0.5 on rot-digits, else 1.0 = paper widths)"),
     ("--beta", "beta", float, "weight of the IEN loss; 0 = plain CNN baseline (default 1)"),
+    ("--beta-warmup-epochs", "beta_warmup_epochs", float, "the IEN weight grows linearly from 0 to beta over these epochs (default 0: the authors' full weight from the start)"),
     ("--layer-weights", "layer_weights", "floats", "comma-separated weight per watched layer of the IEN loss (default all 1)"),
     ("--epochs", "epochs", int, "epochs (default 90, the authors')"),
-    ("--batch-size", "batch_size", int, "images per batch before doubling (default 32)"),
+    ("--batch-size", "batch_size", int, "images per batch before doubling (default 32, at most 65536)"),
     ("--lr-max", "lr_max", float, "peak learning rate (default 5e-3)"),
     ("--lr-min", "lr_min", float, "final learning rate (default 1e-5)"),
     ("--weight-decay", "weight_decay", float, "Adam weight decay (default 1e-7)"),
     ("--lr-cycle-epochs", "lr_cycle_epochs", int, "epochs per cosine cycle (default: the whole run)"),
     ("--lr-cycle-decay", "lr_cycle_decay", float, "peak factor at each restart (default 1)"),
     ("--lr-schedule", "lr_schedule", str, "cosine (default: from lr-max down) or authors (their warm-up quarter, then down; lr-min after the cycle)"),
-    ("--seed", "seed", int, "seed of init, shuffling, transforms and rot-digits/scale-mnist generation (default 0)"),
+    ("--seed", "seed", int, "seed (>= 0) of init, shuffling, transforms and rot-digits/scale-mnist generation (default 0)"),
     ("--ien-scales", "ien_scales", "floats", "lo,hi zoom range of T (scale-mnist default 0.667,1.5)"),
     ("--train-limit", "train_limit", int, "use only the first N training images"),
     ("--test-limit", "test_limit", int, "use only the first N test images"),
@@ -62,6 +63,21 @@ def _floats(text: str) -> list[float]:
         raise CLIError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def set_threads(threads: int | None) -> None:
+    """--threads of the classification CLIs: the toolkit's thread policy (common.threads: torch and
+    OpenCV, at most the machine's CPUs); a bad count is a CLIError."""
+    from common.threads import apply_thread_policy
+
+    if threads is None:
+        return
+    if threads < 1:
+        raise CLIError(f"--threads must be a positive integer, got {threads}")
+    try:
+        apply_thread_policy(threads)
+    except ValueError as exc:
+        raise CLIError(f"--{exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for option, _, kind, help_text in CONFIG_OPTIONS:
@@ -69,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/<dataset>-<model>-<group>-beta<beta>)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--device", default="auto", help="auto (default: cuda if present), cpu, cuda, cuda:1")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="CPU threads of torch and OpenCV (1 to the machine's CPUs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-eval-each-epoch", dest="eval_each_epoch", action="store_false", default=argparse.SUPPRESS,
                    help="skip the per-epoch doubled-test evaluation (no authors'-protocol accuracy)")
@@ -118,23 +134,17 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # argparse already printed its one line (or --help)
         return int(exc.code or 0)
     warnings.filterwarnings("ignore", category=UserWarning)
-    import torch
-
     from backbones import GroupSpecError
     from common.checkpoints import CheckpointError
     from common.config import ConfigError, from_dict, to_dict
+    from common.locks import FolderBusy
     from data.classification import DatasetError
     from training.classification.config import TrainConfig, TrainError, load_run_config
-    from training.run import RunFolderBusy
 
     from .engine import train
 
-    if args.threads is not None:
-        if args.threads < 1:
-            print(f"error: --threads must be a positive integer, got {args.threads}", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.threads)
     try:
+        set_threads(args.threads)
         over = explicit_overrides(args)
         if args.resume and args.out and (Path(args.out) / "checkpoint.pth").is_file():
             saved = to_dict(load_run_config(Path(args.out) / "checkpoint.pth"))
@@ -144,7 +154,7 @@ def main(argv=None) -> int:
             cfg = make_config(over)
         out = Path(args.out) if args.out else default_out(cfg)
         train(cfg, out, resume=args.resume, device=args.device, progress=not args.no_progress)
-    except (CLIError, ConfigError, GroupSpecError, DatasetError, CheckpointError, TrainError, RunFolderBusy) as exc:
+    except (CLIError, ConfigError, GroupSpecError, DatasetError, CheckpointError, TrainError, FolderBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -9,9 +9,25 @@ from pathlib import Path
 
 from backbones import parse_group
 from common.config import ConfigError, deep_merge, from_dict, read_toml, to_dict
+from common.threads import WORKERS_PER_CPU, max_workers
 from tracker.models import ModelConfig
 
-__all__ = ["TrainConfig", "SourceConfig", "DataConfig", "RunConfig", "TrainingError", "read_config", "SOURCE_KINDS"]
+__all__ = ["TrainConfig", "SourceConfig", "DataConfig", "RunConfig", "TrainingError", "read_config", "SOURCE_KINDS",
+           "check_num_workers", "MAX_PAIRS", "MAX_BATCH_SIZE"]
+
+MAX_PAIRS = 10_000_000        # train.pairs_per_epoch and train.val_pairs: an epoch's index permutation stays < 100 MB
+MAX_BATCH_SIZE = 4096         # train.batch_size: 4096 pairs of 127/255 px crops are ~4 GB of float32 per step
+
+
+def check_num_workers(value, where: str = "train.num_workers") -> int:
+    """A DataLoader worker count: a whole number from 0 to :func:`common.threads.max_workers` (a few
+    per CPU of this machine; each worker is a forked process with its own copy of the sampler and
+    a prefetch queue). ConfigError otherwise."""
+    most = max_workers()
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise ConfigError(f"{where} must be a whole number from 0 to {most} ({WORKERS_PER_CPU} per CPU of this "
+                          f"machine), got {value!r}")
+    return value
 
 
 class TrainingError(ValueError):
@@ -64,6 +80,10 @@ class TrainConfig:
             setattr(self, name, float(value))
         if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1:
             raise ConfigError("train.epochs, train.batch_size and train.log_every must be >= 1")
+        for name, most in (("batch_size", MAX_BATCH_SIZE), ("pairs_per_epoch", MAX_PAIRS), ("val_pairs", MAX_PAIRS)):
+            if getattr(self, name) > most:
+                raise ConfigError(f"train.{name} must be at most {most}, got {getattr(self, name)}")
+        check_num_workers(self.num_workers)
         if self.seed < 0:
             raise ConfigError(f"train.seed must be a non-negative integer, got {self.seed}")
         if self.pairs_per_epoch < self.batch_size:
@@ -78,8 +98,8 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "grad_clip", "beta", "distill_weight", "label_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.checkpoint_every < 0 or self.val_every < 0:
-            raise ConfigError("train.num_workers, train.checkpoint_every and train.val_every must be >= 0")
+        if self.checkpoint_every < 0 or self.val_every < 0:
+            raise ConfigError("train.checkpoint_every and train.val_every must be >= 0")
         if self.val_pairs < 1:
             raise ConfigError(f"train.val_pairs must be >= 1, got {self.val_pairs}")
         if self.optimizer not in ("sgd", "adam"):

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from data import DatasetError
+from data.frames import COLOR_FLAGS, FrameError, check_image_header
 from tracker.crops import context_size, crop_and_resize, image_to_crop
 from tracker.orientation import axis_aligned_box
 
@@ -32,7 +33,9 @@ __all__ = ["PairSampler", "PhotoPairSampler", "MixedPairs", "valid_frames", "Fra
 # SiamFC draws the resize interpolation at random; Lanczos is left out (10x slower in warpAffine)
 _INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_NEAREST)
 # cv2.imread flags that decode a JPEG at 1/2, 1/4, 1/8 resolution (much faster for big frames)
-_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+# (EXIF orientation ignored, as data.frames decodes every frame)
+_REDUCED = tuple((factor, flag | cv2.IMREAD_IGNORE_ORIENTATION) for factor, flag in (
+    (8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)))
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,10 @@ def _read_rgb(path: str, crop_side: float, out_size: int) -> tuple:
         raise DatasetError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if data.size == 0:
         raise UnreadableFrame(path, "empty file")
+    try:
+        check_image_header(data.tobytes(), f"training frame {path}")
+    except FrameError as exc:
+        raise DatasetError(str(exc)) from None
     if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
         return _read_rgb_pillow(path, data), 1
     for factor, flag in _REDUCED:
@@ -126,7 +133,7 @@ def _read_rgb(path: str, crop_side: float, out_size: int) -> tuple:
             image = cv2.imdecode(data, flag)
             break
     else:
-        factor, image = 1, cv2.imdecode(data, cv2.IMREAD_COLOR)
+        factor, image = 1, cv2.imdecode(data, COLOR_FLAGS)
     if image is None or image.size == 0:
         raise UnreadableFrame(path, "not an image OpenCV can decode (corrupt?)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), factor
