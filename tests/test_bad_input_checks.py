@@ -94,7 +94,7 @@ def test_a_folder_mixing_frame_sizes_is_one_error_naming_the_frame(tmp_path, cap
     ckpt = tmp_path / "tiny.pth"
     save_atomic({"config": {"model": to_dict(model.config), "train": {}}, "model": model.state_dict()}, ckpt)
     rc = track.main(["--video", str(seq), "--init-box", "10,10,20,20", "--no-display", "--threads", "1",
-                     "--checkpoint", str(ckpt), "--boxes", str(tmp_path / "boxes.txt")])
+                     "--tracker", "siamfc", "--checkpoint", str(ckpt), "--boxes", str(tmp_path / "boxes.txt")])
     _one_error(rc, capsys.readouterr().err, f"frame {seq / '00000003.jpg'} is 80x48 but the folder's first frame")
     assert not (tmp_path / "boxes.txt").exists()
 

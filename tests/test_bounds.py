@@ -162,7 +162,7 @@ def test_tracking_options_are_bounded(option, pattern):
 
 def test_tracking_option_typo_through_the_cli(frames, capsys):
     rc = track.main(["--video", str(frames), "--init-box", "10,10,20,20", "--no-display", "--backend", "torch",
-                     "--tracker-option", "response_up=1000000"])
+                     "--tracker", "siamfc", "--tracker-option", "response_up=1000000"])
     one_error(capsys, rc, "response_up must be at most 32")
 
 
@@ -297,3 +297,12 @@ def test_the_cli_reads_frames_as_rgb(tmp_path):
 def test_other_tools_bound_their_counts(capsys, tool, argv, pattern):
     module = importlib.import_module(f"tools.{tool}")
     one_error(capsys, module.main(argv), pattern)
+
+
+def test_crop_sizes_are_bounded():
+    from common.config import ConfigError
+    from tracker.models import MAX_CROP_SIZE, ModelConfig
+
+    with pytest.raises(ConfigError, match="instance_size must be at most"):
+        ModelConfig(instance_size=MAX_CROP_SIZE + 1)
+    assert ModelConfig(instance_size=MAX_CROP_SIZE).instance_size == MAX_CROP_SIZE

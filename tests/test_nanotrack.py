@@ -110,3 +110,44 @@ def test_a_fine_tune_from_the_imported_weights_runs_and_resumes_bit_exactly(tmp_
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert not all(torch.equal(a[k], start[k]) for k in a)               # it trained
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _turning_target(n=20, step=6.0, size=(224, 192)):
+    """Frames of an elongated two-colour bar on a textured background, turning ``step`` degrees
+    CCW per frame about a fixed centre; and the first box."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    width, height = size
+    background = cv2.GaussianBlur(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), (9, 9), 0)
+    centre = (width / 2, height / 2)
+    frames = []
+    for t in range(n):
+        bar = np.zeros((height, width), np.uint8)
+        cv2.rectangle(bar, (int(centre[0] - 40), int(centre[1] - 10)), (int(centre[0] + 40), int(centre[1] + 10)), 1, -1)
+        head = np.zeros_like(bar)
+        cv2.rectangle(head, (int(centre[0] + 15), int(centre[1] - 10)), (int(centre[0] + 40), int(centre[1] + 10)), 1, -1)
+        turn = cv2.getRotationMatrix2D(centre, step * t, 1.0)        # CCW on screen for positive angles
+        bar, head = (cv2.warpAffine(m, turn, (width, height), flags=cv2.INTER_NEAREST) for m in (bar, head))
+        frame = background.copy()
+        frame[bar > 0] = (230, 200, 30)
+        frame[head > 0] = (200, 30, 30)
+        frames.append(frame)
+    return frames, np.array([centre[0] - 40, centre[1] - 10, 80, 20], dtype=np.float64)
+
+
+@needs_models
+def test_following_rotation_turns_the_estimate_with_the_target():
+    frames, box = _turning_target()
+    networks = OnnxNanoNetworks.from_files(BACKBONE, HEAD, threads=1)
+    following = NanoTracker(networks, orientations=36)
+    assert following.estimates_orientation and not NanoTracker(networks).estimates_orientation
+    following.init(frames[0], box)
+    boxes = [following.update(f) for f in frames[1:]]
+    truth = 6.0 * (len(frames) - 1)                                    # 114 degrees by the last frame
+    assert abs(following.last_angle - truth) <= 20.0, following.last_angle
+    assert following.last_polygon.shape == (8,)
+    centre = boxes[-1][:2] + boxes[-1][2:] / 2
+    assert np.abs(centre - (112, 96)).max() < 12                       # still on the bar's centre
+    with pytest.raises(Exception, match="orientations must be"):
+        NanoTracker(networks, orientations=2)

@@ -180,3 +180,22 @@ def test_lost_target_keeps_last_box():
 def test_frame_too_small():
     with pytest.raises(TrackerError, match="too small"):
         build_opencv_tracker("cv2-mil").init(np.zeros((6, 6, 3), np.uint8), [0, 0, 6, 6])
+
+
+@pytest.mark.parametrize("name", ["cv2-nano", "cv2-vit"])
+def test_the_dnn_baselines_honour_the_contract_and_refuse_missing_files(name, tmp_path, monkeypatch):
+    from tracker.registry import model_file_paths, tracker_spec
+
+    spec = tracker_spec(name)
+    if not all(p.is_file() for p in model_file_paths(spec)):
+        pytest.skip(f"{name}'s model files are not in {model_file_paths(spec)[0].parent}")
+    frames, boxes = make_sequence(n=12, size=(160, 128), target=(32, 36), step=(3, 1))
+    tracker = build_opencv_tracker(name)
+    assert isinstance(tracker, Tracker)
+    tracker.init(Image.fromarray(frames[0]), boxes[0])
+    out = [tracker.update(Image.fromarray(f)) for f in frames[1:]]
+    assert all(b.shape == (4,) and np.isfinite(b).all() and (b[2:] > 0).all() for b in out)
+    assert abs(out[-1][0] - boxes[-1][0]) < 12          # it follows the rectangle
+    monkeypatch.setenv("IEN_MODELS", str(tmp_path))     # an empty folder: the first missing file is named
+    with pytest.raises(TrackerError, match=str(model_file_paths(spec)[0].name)):
+        build_opencv_tracker(name)

@@ -73,7 +73,10 @@ def count_video_frames(path):
 
 
 def call(capsys, *argv):
-    code = track.main([str(a) for a in argv])
+    argv = [str(a) for a in argv]
+    if "--checkpoint" in argv and "--tracker" not in argv:
+        argv += ["--tracker", "siamfc"]          # the tiny test checkpoints are SiamFC models
+    code = track.main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -205,7 +208,7 @@ def test_every_bad_input_gives_one_error_line(tmp_path, capsys, checkpoint, monk
     assert_one_error_line(code, err, "cannot read checkpoint")
     monkeypatch.setattr(tracker_pkg, "WEIGHTS_DIR", tmp_path / "none")
     code, _, err = call(capsys, "--video", video, "--init-box", "20,20,9,9", "--no-display")
-    assert_one_error_line(code, err, "bundled weights tracker/weights/siamfc_ien.pth not found")
+    assert_one_error_line(code, err, "bundled weights tracker/weights/nanotrack_ien.pth not found")
     code, _, err = call(capsys, "--no-display")                      # the demo needs weights too
     assert_one_error_line(code, err, "bundled weights")
     # an output folder that cannot be created

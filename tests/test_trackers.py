@@ -471,3 +471,20 @@ def test_motion_prior_follows_a_target_that_outruns_the_search_region():
     for name, bad in (("motion_gain", 1.5), ("motion_gain", -0.1), ("motion_lr", 2.0)):
         with pytest.raises(TrackerError, match=name):
             build_tracker("siamfc", model=model, device="cpu", **{name: bad})
+
+
+def test_the_default_is_an_ien_network_with_a_bundled_plain_twin():
+    """The project's promise: the default tracker is IEN-regularised, and its plain twin (same data,
+    budget and seed) ships beside it, both with a config that says so."""
+    from common.checkpoints import load_checkpoint
+    from tracker import DEFAULT_TRACKER, WEIGHTS_DIR
+    from tracker.registry import tracker_spec
+
+    spec = tracker_spec(DEFAULT_TRACKER)
+    twin = tracker_spec(spec.twin)
+    assert spec.network == "ien" and twin.network == "plain" and spec.baseline is None
+    ien, plain = (load_checkpoint(WEIGHTS_DIR / s.weights)["config"] for s in (spec, twin))
+    assert ien["train"]["beta"] > 0 and plain["train"]["beta"] == 0
+    for key in ("seed", "epochs", "pairs_per_epoch", "batch_size", "lr", "init_from", "distill_weight"):
+        assert ien["train"][key] == plain["train"][key], key
+    assert ien["data"] == plain["data"] and ien["model"] == plain["model"]

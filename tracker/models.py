@@ -47,6 +47,9 @@ def _float_tuple(values, name: str) -> tuple:
     return out
 
 
+MAX_CROP_SIZE = 2048
+
+
 @dataclass
 class ModelConfig:
     """The one config object of a Siamese model (strict: build it with ``from_dict``)."""
@@ -75,6 +78,8 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.instance_size > MAX_CROP_SIZE:     # a crop is a network input: bounded like a frame side
+            raise ConfigError(f"instance_size must be at most {MAX_CROP_SIZE}, got {self.instance_size}")
         if not 0 < self.exemplar_size < self.instance_size:
             raise ConfigError(
                 f"need 0 < exemplar_size < instance_size, got {self.exemplar_size}, {self.instance_size}"

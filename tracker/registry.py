@@ -65,6 +65,10 @@ _NANO = "tracker.nanotrack:build_nano_tracker"
 # searched within ±45° of the last angle (any SiamFC: orientations=N, tools/track.py --orientations N)
 _ROTATED_TEMPLATES = {"orientations": 8, "orientation_window": 45.0}
 _OPENCV = "tracker.baselines.opencv:build_opencv_tracker"
+# the "-rot" NanoTrack trackers follow the target's rotation in 10-degree steps (tracker/nano_tracker.py)
+_FOLLOW_ROTATION = {"orientations": 36}
+_NANO_V3 = "tracker.baselines.pretrained:build_nanotrack_v3"
+_NANO_V3_FILES = ("nanotrack/nanotrackv3_backbone.onnx", "nanotrack/nanotrackv3_head.onnx")
 
 _SPECS = (
     TrackerSpec("siamfc-ien", "siamfc", _SIAMFC, "ien", None, "siamfc", "siamfc_ien.pth", rotation="optional",
@@ -82,13 +86,17 @@ _SPECS = (
                 "siamrpn_ien.pth", twin="siamrpn-plain", about="SiamRPN, ResNet-22 with R8 groups, IEN loss"),
     TrackerSpec("siamrpn-plain", "siamrpn", _SIAMRPN, "plain", None, "siamrpn", "siamrpn_plain.pth",
                 about="the plain twin of siamrpn-ien"),
-    TrackerSpec("nanotrack-ien", "nanotrack", _NANO, "ien", None, "nanotrack", "nanotrack_ien.pth",
+    TrackerSpec("nanotrack-ien", "nanotrack", _NANO, "ien", None, "nanotrack", "nanotrack_ien.pth", rotation="optional",
                 twin="nanotrack-plain",
                 about="NanoTrack v3's network (Apache-2.0) fine-tuned with the IEN loss on rotated pairs"),
     TrackerSpec("nanotrack-plain", "nanotrack", _NANO, "plain", None, "nanotrack", "nanotrack_plain.pth",
-                about="the plain twin of nanotrack-ien"),
-    TrackerSpec("nanotrack-v3", "nanotrack", "tracker.baselines.pretrained:build_nanotrack_v3", baseline="pretrained",
-                model_files=("nanotrack/nanotrackv3_backbone.onnx", "nanotrack/nanotrackv3_head.onnx"),
+                rotation="optional", about="the plain twin of nanotrack-ien"),
+    TrackerSpec("nanotrack-ien-rot", "nanotrack", _NANO, "ien", None, "nanotrack", "nanotrack_ien.pth",
+                rotation="optional", options=_FOLLOW_ROTATION, twin="nanotrack-plain-rot",
+                about="nanotrack-ien following the target's rotation: turned search crops, rotated boxes"),
+    TrackerSpec("nanotrack-plain-rot", "nanotrack", _NANO, "plain", None, "nanotrack", "nanotrack_plain.pth",
+                rotation="optional", options=_FOLLOW_ROTATION, about="nanotrack-plain following the target's rotation"),
+    TrackerSpec("nanotrack-v3", "nanotrack", _NANO_V3, baseline="pretrained", model_files=_NANO_V3_FILES,
                 runtime="onnxruntime", about="NanoTrack v3, the author's weights through ONNX Runtime (this toolkit's runner)"),
     TrackerSpec("cv2-nano", "nanotrack", _OPENCV, baseline="pretrained",
                 model_files=("nanotrack/nanotrackv2_backbone.onnx", "nanotrack/nanotrackv2_head.onnx"),
@@ -102,7 +110,7 @@ _SPECS = (
                 about="the initial box on every frame, angle 0: the floor every tracker must beat"),
 )
 TRACKERS: dict[str, TrackerSpec] = {spec.name: spec for spec in _SPECS}
-DEFAULT_TRACKER = "siamfc-ien"
+DEFAULT_TRACKER = "nanotrack-ien"
 ALIASES = {"siamfc": "siamfc-ien", "siamrpn": "siamrpn-ien", "default": DEFAULT_TRACKER}
 
 

@@ -9,4 +9,4 @@ __all__ = ["build_nanotrack_v3"]
 
 def build_nanotrack_v3(spec: TrackerSpec) -> NanoTracker:
     backbone, head = model_file_paths(spec)
-    return NanoTracker(OnnxNanoNetworks.from_files(backbone, head), name=spec.name)
+    return NanoTracker(OnnxNanoNetworks.from_files(backbone, head), name=spec.name, **spec.options)
