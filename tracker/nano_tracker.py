@@ -12,7 +12,7 @@ as it did in the template), and matches it against three templates turned by ``-
 ``orientation_margin``) moves the estimate by its turn. Boxes are found in the turned crop, so
 the size is the target's own; the returned box bounds it (``axis_box``, as the SiamFC trackers),
 and ``last_angle`` / ``last_polygon`` report it. One backbone pass per frame, three head passes
-(measured: 0.57x the upright tracker's frame rate, docs/results.md).
+(measured: 0.58x the upright tracker's frame rate, docs/results.md).
 
 The networks run through :class:`OnnxNanoNetworks` (ONNX Runtime; the author's files, which read
 BGR, or a :class:`tracker.nanotrack.NanoTrackNet` exported in memory) or :class:`TorchNanoNetworks`
