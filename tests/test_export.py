@@ -45,8 +45,17 @@ def test_exported_networks_match_torch(tmp_path, capsys):
         assert (scripted(images) - want).abs().max() <= 1e-4 * want.abs().max()
 
 
+def test_the_default_nanotrack_network_exports_and_matches_torch(tmp_path, capsys):
+    """NanoTrack reads raw pixels (no standardisation to fold) and searches one crop a frame."""
+    assert export.main(["--tracker", "nanotrack-ien", "--out", str(tmp_path), "--formats", "onnx"]) == 0
+    files = {f["network"]: f for f in json.loads(capsys.readouterr().out)["files"]}
+    assert all(f["matches"] and f["max_abs_diff"] <= 1e-4 * f["max_abs_output"] for f in files.values())
+    assert files["siamese"]["outputs"] == [[3, 2, 15, 15], [3, 4, 15, 15]]    # --batch 3, fixed at export
+
+
 @pytest.mark.parametrize("args, message", [
     (["--tracker", "nope"], "unknown tracker 'nope'"),
+    (["--tracker", "cv2-mil"], "no network of this toolkit to export"),
     (["--checkpoint", "missing.pth"], "checkpoint not found"),
     (["--batch", "0"], "--batch must be >= 1"),
 ])

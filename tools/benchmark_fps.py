@@ -50,7 +50,7 @@ from evaluation.fps import (  # noqa: E402
     time_tracker,
 )
 
-DEFAULT_TRACKERS = ["siamfc-plain", "siamfc", "re-siamfc", "siamrpn-plain", "siamrpn"]
+DEFAULT_TRACKERS = ["nanotrack-ien", "nanotrack-plain", "siamfc-plain", "siamfc", "re-siamfc", "siamrpn-plain", "siamrpn"]
 EQUAL_PARAMS_LABEL = "re-siamfc-eqparams"
 BACKEND_CHOICES = ["auto", "onnxruntime", "torch", "torch-unfused"]
 # the timed frames cycle over the sequence and each backbone / correlation timing runs for

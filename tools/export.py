@@ -42,7 +42,8 @@ class ExportError(ValueError):
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Export a tracker's networks to ONNX / TorchScript, checked against torch.")
-    p.add_argument("--tracker", default="siamfc", help="tracker.build_tracker name (default siamfc)")
+    p.add_argument("--tracker", default="siamfc", help="tracker.build_tracker name of the toolkit's own "
+                   "(siamfc, siamrpn, re-siamfc, nanotrack-ien, ...; default siamfc)")
     p.add_argument("--checkpoint", type=Path, default=None, help="tracker checkpoint (default: the bundled weights)")
     p.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS), help="default: both")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
@@ -66,11 +67,11 @@ class SiameseExport(torch.nn.Module):
         return self.model.head(self.features(template), self.features(search))
 
 
-def _networks(tracker, batch: int, seed: int) -> dict:
+def _networks(model, batch: int, seed: int) -> dict:
     """name -> (folded module, reference function, example inputs, ONNX input names, dynamic axes)."""
     from tracker.backends import FoldedFeatures
 
-    model = tracker.model.eval()
+    model = model.eval()
     features = FoldedFeatures(model).cpu()
     cfg = model.config
     gen = torch.Generator().manual_seed(seed)
@@ -81,7 +82,8 @@ def _networks(tracker, batch: int, seed: int) -> dict:
         "features": (features, lambda x: model.extract(x).out, (search,), ["images"],
                      {"images": {0: "batch", 2: "height", 3: "width"}}),
         "siamese": (SiameseExport(model, features).eval(), lambda z, x: model.head(model.extract(z).out, model.extract(x).out),
-                    (template, search), ["template", "search"], {"search": {0: "batch"}}),
+                    (template, search), ["template", "search"],
+                    {"search": {0: "batch"}} if model.SEARCH_BATCH_EXPORTS_DYNAMIC else None),
     }
 
 
@@ -157,10 +159,15 @@ def run(args: argparse.Namespace) -> dict:
         tracker = build_tracker(args.tracker, checkpoint=args.checkpoint, device="cpu", backend="torch-unfused")
     except BackendError as exc:
         raise ExportError(str(exc)) from None
+    # the toolkit's trackers hold their torch network (NanoTrack's in its networks); baselines have none
+    model = getattr(tracker, "model", None) or getattr(getattr(tracker, "networks", None), "model", None)
+    if not isinstance(model, torch.nn.Module):
+        raise ExportError(f"{args.tracker} has no network of this toolkit to export (a baseline runs its "
+                          f"own files or OpenCV)")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.tracker.strip().lower() if args.checkpoint is None else f"{args.tracker.strip().lower()}@{args.checkpoint.stem}"
     files = []
-    for network, (module, reference, inputs, input_names, dynamic_axes) in _networks(tracker, args.batch,
+    for network, (module, reference, inputs, input_names, dynamic_axes) in _networks(model, args.batch,
                                                                                       args.seed).items():
         with torch.inference_mode():
             want = _as_list(reference(*inputs))

@@ -154,6 +154,8 @@ class FoldedFeatures(nn.Module):
             model.train(was_training)
         self.pool_spec = model.backbone.spec if model.config.pool_groups else None
         mean, std = model.pixel_mean.detach().clone(), model.pixel_std.detach().clone()
+        if not model.NORMALISES_INPUT:            # raw pixels in: the identity standardisation
+            mean, std = torch.zeros_like(mean), torch.ones_like(std)
         self.normalisation_folded = _fold_normalisation(self.backbone, mean.flatten(), std.flatten())
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)

@@ -110,6 +110,8 @@ class SiamNet(nn.Module):
     """
 
     R_POS = 16.0   # SiamFC positive radius in search-crop pixels
+    SEARCH_BATCH_EXPORTS_DYNAMIC = True   # the head exports to ONNX with a dynamic search batch (scales)
+    NORMALISES_INPUT = True               # extract() standardises the images with pixel_mean / pixel_std
 
     def __init__(self, config: ModelConfig):
         super().__init__()

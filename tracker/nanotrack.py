@@ -204,6 +204,9 @@ class NanoTrackNet(SiamNet):
     """NanoTrack v3 as a Siamese model of the toolkit: ``head`` gives (cls, loc); images enter as
     float RGB 0..255 without normalisation (the author's convention, channels reordered at import)."""
 
+    SEARCH_BATCH_EXPORTS_DYNAMIC = False   # one search crop a frame; its depthwise correlation reshapes by batch
+    NORMALISES_INPUT = False               # the author's network reads raw 0..255 pixels
+
     def __init__(self, config):
         if config.backbone.name != "nanotrack-v3":
             raise ConfigError(f"a nanotrack model needs the nanotrack-v3 backbone, got {config.backbone.name!r}")
