@@ -216,7 +216,6 @@ class NanoTracker(Tracker):
         # template i shows the target turned by turns[i] (the crop is sampled turned the other way)
         self.templates = [self.networks.template(crop_and_resize(frame, self.center, z_sz, EXEMPLAR, self.avg_color,
                                                                  angle_deg=-turn)) for turn in self.turns]
-        self.template = self.templates[0]
         self.last_score = None
         self.last_angle, self.last_polygon = (0.0, rotated_box_polygon(self.center, self.size, 0.0)) \
             if self.estimates_orientation else (None, None)
