@@ -462,12 +462,7 @@ class PhotoPairSampler(PairSampler):
         k = int(valid[rng.integers(valid.size)])
         return e, k, k, rng
 
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.pairs_per_epoch:
-            raise IndexError(index)
-        return self._skipping_unreadable(index, self._photo_pair)
-
-    def _photo_pair(self, index: int, redraw: int) -> dict:
+    def _pair(self, index: int, redraw: int) -> dict:      # PairSampler.__getitem__ draws through it
         e, k, _, rng = self.sample_frames(index, redraw)
         photo = self.entries[e][0]
         try:
