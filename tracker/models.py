@@ -135,7 +135,7 @@ class SiamNet(nn.Module):
 
     def extract(self, images: torch.Tensor) -> BackboneOutput:
         """Features of images (B, 3, H, W) float RGB 0..255: ``out`` (after the neck) and the backbone's watched maps."""
-        x = (images - self.pixel_mean) / self.pixel_std
+        x = (images - self.pixel_mean) / self.pixel_std if self.NORMALISES_INPUT else images
         feats = self.backbone(x)
         out = group_max_pool(feats.out, self.backbone.spec) if self.config.pool_groups else feats.out
         return BackboneOutput(self.neck(out), feats.watched)

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbones import BackboneOutput
 from common.config import ConfigError
 
 from .models import SiamNet
@@ -217,9 +216,6 @@ class NanoTrackNet(SiamNet):
         self.score_size = self._measure_score_size()
         self.register_buffer("points", score_points(self.score_size, self.stride, config.instance_size),
                              persistent=False)
-
-    def extract(self, images: torch.Tensor) -> BackboneOutput:
-        return self.backbone(images)
 
     def head(self, z_feat: torch.Tensor, x_feat: torch.Tensor):
         return self.nano_head(z_feat, x_feat)

@@ -67,8 +67,6 @@ _ROTATED_TEMPLATES = {"orientations": 8, "orientation_window": 45.0}
 _OPENCV = "tracker.baselines.opencv:build_opencv_tracker"
 # the "-rot" NanoTrack trackers follow the target's rotation in 10-degree steps (tracker/nano_tracker.py)
 _FOLLOW_ROTATION = {"orientations": 36}
-_NANO_V3 = "tracker.baselines.pretrained:build_nanotrack_v3"
-_NANO_V3_FILES = ("nanotrack/nanotrackv3_backbone.onnx", "nanotrack/nanotrackv3_head.onnx")
 
 _SPECS = (
     TrackerSpec("siamfc-ien", "siamfc", _SIAMFC, "ien", None, "siamfc", "siamfc_ien.pth", rotation="optional",
@@ -96,7 +94,8 @@ _SPECS = (
                 about="nanotrack-ien following the target's rotation: turned search crops, rotated boxes"),
     TrackerSpec("nanotrack-plain-rot", "nanotrack", _NANO, "plain", None, "nanotrack", "nanotrack_plain.pth",
                 rotation="optional", options=_FOLLOW_ROTATION, about="nanotrack-plain following the target's rotation"),
-    TrackerSpec("nanotrack-v3", "nanotrack", _NANO_V3, baseline="pretrained", model_files=_NANO_V3_FILES,
+    TrackerSpec("nanotrack-v3", "nanotrack", "tracker.baselines.pretrained:build_nanotrack_v3", baseline="pretrained",
+                model_files=("nanotrack/nanotrackv3_backbone.onnx", "nanotrack/nanotrackv3_head.onnx"),
                 runtime="onnxruntime", about="NanoTrack v3, the author's weights through ONNX Runtime (this toolkit's runner)"),
     TrackerSpec("cv2-nano", "nanotrack", _OPENCV, baseline="pretrained",
                 model_files=("nanotrack/nanotrackv2_backbone.onnx", "nanotrack/nanotrackv2_head.onnx"),
